@@ -88,6 +88,7 @@ impl Ctx {
         let (accel, why) = qemu::choose_accel(self.accel);
         println!("==> accel: {} ({why}), smp {smp}", accel.arg());
         Ok(Qemu {
+            bin: qemu::QEMU_BIN.into(),
             kernel: self.relative(&self.kernel_path()),
             disk: self.relative(&self.disk_path()),
             smp,

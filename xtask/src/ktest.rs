@@ -106,6 +106,9 @@ struct BootState {
     summary: Option<(u64, u64)>,
     panic: Option<String>,
     results_this_boot: u64,
+    /// Index in `records` of a test that just FAILED, waiting for the
+    /// kernel's indented failure message on the next line.
+    awaiting_message: Option<usize>,
 }
 
 /// What to do after a boot.
@@ -244,6 +247,7 @@ fn on_event(
     quiet: bool,
     out: &mut dyn FnMut(&str),
 ) {
+    let awaiting = st.awaiting_message.take();
     match ev {
         Event::Started(name) => st.in_progress = Some(name.clone()),
         Event::Result {
@@ -265,6 +269,9 @@ fn on_event(
                 res.errors.push(msg);
                 return;
             }
+            if *verdict == Verdict::Failed {
+                st.awaiting_message = Some(res.records.len());
+            }
             res.records.push(TestRecord {
                 name: name.clone(),
                 outcome: match verdict {
@@ -281,6 +288,14 @@ fn on_event(
             ));
         }
         Event::Log(line) => {
+            // The kernel prints `    <message> at <file:line>` right after
+            // FAILED; timestamped lines are other CPUs' logs.
+            if let Some(i) = awaiting
+                && !line.starts_with('[')
+                && !line.trim().is_empty()
+            {
+                res.records[i].outcome = Outcome::Failed(format!("failed: {}", line.trim()));
+            }
             if st.panic.is_none() && line.to_ascii_lowercase().contains("panic") {
                 st.panic = Some(line.trim().to_string());
             }
@@ -430,12 +445,18 @@ mod tests {
     #[test]
     fn failures_with_normal_exit() {
         let (res, cmds, _) = run(vec![(
-            "test a::x ... FAILED (3 us)\ntest a::y ... ok (1 us)\nktest: 1 passed, 1 failed\n",
+            "test a::x ... FAILED (3 us)\n    x == 1 failed: 2 != 1 at kernel/src/a.rs:4:9\n\
+             test a::y ... ok (1 us)\nktest: 1 passed, 1 failed\n",
             FAIL,
         )]);
         assert_eq!(cmds.len(), 1);
         assert_eq!(res.passed(), 1);
-        assert_eq!(res.failed().next().unwrap().name, "a::x");
+        let f = res.failed().next().unwrap();
+        assert_eq!(f.name, "a::x");
+        assert_eq!(
+            f.outcome,
+            Outcome::Failed("failed: x == 1 failed: 2 != 1 at kernel/src/a.rs:4:9".into())
+        );
         assert!(res.errors.is_empty());
     }
 
@@ -546,5 +567,85 @@ mod tests {
             cmdline(&base, &BTreeSet::new()),
             "ktest ktest.filter=virtio"
         );
+    }
+
+    /// Drives the real [`QemuBooter`] (pipes, deadlines, kill) against a
+    /// shell script standing in for QEMU.
+    #[cfg(unix)]
+    mod with_fake_qemu {
+        use super::*;
+        use crate::qemu::Accel;
+        use std::os::unix::fs::PermissionsExt;
+
+        const SCRIPT: &str = r#"#!/bin/sh
+while [ $# -gt 0 ]; do [ "$1" = "-append" ] && APPEND="$2"; shift; done
+case "$APPEND" in
+  *stall*) exec sleep 30 ;;
+  *a::hang*) ;;
+  *) printf 'test a::ok ... ok (1 us)\ntest a::hang ... '; exec sleep 30 ;;
+esac
+case "$APPEND" in
+  *a::boom*) printf 'test b::fine ... ok (2 us)\nktest: 1 passed, 0 failed\n'; exit 33 ;;
+  *) printf 'test a::boom ... \npanicked at x.rs:1:1: boom\n'; exit 35 ;;
+esac
+"#;
+
+        fn booter(name: &str) -> QemuBooter {
+            let dir = std::env::temp_dir().join(format!("xtask-{name}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let bin = dir.join("fake-qemu");
+            std::fs::write(&bin, SCRIPT).unwrap();
+            std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+            QemuBooter {
+                qemu: Qemu {
+                    bin,
+                    kernel: "k".into(),
+                    disk: "d".into(),
+                    smp: 2,
+                    accel: Accel::Tcg,
+                },
+                limits: Limits {
+                    per_test: Duration::from_secs(1),
+                    stall: Duration::from_secs(1),
+                },
+                log_dir: dir,
+                boots: 0,
+            }
+        }
+
+        #[test]
+        fn timeout_then_panic_then_clean_finish() {
+            let mut b = booter("restart");
+            let opts = SuiteOptions {
+                base_cmdline: vec!["ktest".into()],
+                max_boots: 10,
+                ..Default::default()
+            };
+            let res = run_suite(&mut b, &opts, &mut |_| {});
+            assert!(res.errors.is_empty(), "{:?}", res.errors);
+            assert_eq!(res.boots, 3);
+            assert_eq!(res.passed(), 2);
+            let failed: Vec<_> = res.failed().map(|r| r.name.as_str()).collect();
+            assert_eq!(failed, vec!["a::hang", "a::boom"]);
+            let log = std::fs::read_to_string(b.log_dir.join("ktest-smp2-boot2.log")).unwrap();
+            assert!(log.contains("boom"));
+        }
+
+        #[test]
+        fn silent_kernel_is_a_stall_error() {
+            let mut b = booter("stall");
+            let opts = SuiteOptions {
+                base_cmdline: vec!["ktest stall".into()],
+                max_boots: 10,
+                ..Default::default()
+            };
+            let res = run_suite(&mut b, &opts, &mut |_| {});
+            assert_eq!(res.boots, 1);
+            assert!(
+                res.errors[0].contains("no test progress"),
+                "{:?}",
+                res.errors
+            );
+        }
     }
 }

@@ -108,6 +108,8 @@ pub enum Serial {
 /// One configured machine. Built once per subcommand.
 #[derive(Clone, Debug)]
 pub struct Qemu {
+    /// Normally [`QEMU_BIN`]; tests substitute a script.
+    pub bin: PathBuf,
     pub kernel: PathBuf,
     pub disk: PathBuf,
     pub smp: u32,
@@ -117,7 +119,7 @@ pub struct Qemu {
 impl Qemu {
     /// The standard device set. `extra` is appended verbatim (e.g. `-s -S`).
     pub fn command(&self, cmdline: &str, serial: Serial, extra: &[&str]) -> Command {
-        let mut c = Command::new(QEMU_BIN);
+        let mut c = Command::new(&self.bin);
         c.args(self.args(cmdline, serial)).args(extra);
         c
     }
@@ -404,6 +406,7 @@ mod tests {
     #[test]
     fn standard_device_set() {
         let q = Qemu {
+            bin: QEMU_BIN.into(),
             kernel: "target/release/vireo".into(),
             disk: "target/vireo-disk.img".into(),
             smp: 4,
