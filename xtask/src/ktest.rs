@@ -326,6 +326,29 @@ pub struct QemuBooter {
     pub boots: usize,
 }
 
+impl QemuBooter {
+    /// A booter whose log numbering starts at 1; stale logs of an earlier
+    /// run with the same vCPU count are removed so none can be mistaken
+    /// for this run's.
+    pub fn new(qemu: Qemu, limits: Limits, log_dir: PathBuf) -> Self {
+        let prefix = format!("ktest-smp{}-boot", qemu.smp);
+        if let Ok(dir) = std::fs::read_dir(&log_dir) {
+            for e in dir.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&prefix) && name.ends_with(".log") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        Self {
+            qemu,
+            limits,
+            log_dir,
+            boots: 0,
+        }
+    }
+}
+
 impl Booter for QemuBooter {
     fn boot(&mut self, cmdline: &str, on_event: &mut dyn FnMut(&Event)) -> BootEnd {
         self.boots += 1;
@@ -596,21 +619,23 @@ esac
             let bin = dir.join("fake-qemu");
             std::fs::write(&bin, SCRIPT).unwrap();
             std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-            QemuBooter {
-                qemu: Qemu {
+            std::fs::write(dir.join("ktest-smp2-boot9.log"), "stale").unwrap();
+            let b = QemuBooter::new(
+                Qemu {
                     bin,
                     kernel: "k".into(),
                     disk: "d".into(),
                     smp: 2,
                     accel: Accel::Tcg,
                 },
-                limits: Limits {
+                Limits {
                     per_test: Duration::from_secs(1),
                     stall: Duration::from_secs(1),
                 },
-                log_dir: dir,
-                boots: 0,
-            }
+                dir.clone(),
+            );
+            assert!(!dir.join("ktest-smp2-boot9.log").exists());
+            b
         }
 
         #[test]

@@ -133,15 +133,11 @@ fn kernel_phase(ctx: &Ctx, args: &TestArgs, t: &mut Tally) {
             Accel::Tcg => PER_TEST_TCG_SECS,
         });
         println!("==> in-kernel tests ({label}, {per_test} s per test)");
-        let mut booter = QemuBooter {
-            qemu: q,
-            limits: Limits {
-                per_test: Duration::from_secs(per_test),
-                stall: Duration::from_secs(args.stall_timeout),
-            },
-            log_dir: ctx.target.clone(),
-            boots: 0,
+        let limits = Limits {
+            per_test: Duration::from_secs(per_test),
+            stall: Duration::from_secs(args.stall_timeout),
         };
+        let mut booter = QemuBooter::new(q, limits, ctx.target.clone());
         let opts = SuiteOptions {
             base_cmdline: vec![base.clone()],
             skip: args.skip.iter().cloned().collect::<BTreeSet<_>>(),
