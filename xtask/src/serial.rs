@@ -165,8 +165,9 @@ fn result_verdict(s: &str) -> Option<(Verdict, Option<u64>)> {
     } else {
         return None;
     };
-    // Reject words that merely start with "ok" ("okay", "oks").
-    if !(rest.is_empty() || rest.starts_with([' ', '('])) {
+    // Only a bare verdict or one followed by its `(N us)`: a test's own
+    // output such as "okay" or "ok so far" must not end it.
+    if !(rest.trim().is_empty() || rest.trim_start().starts_with('(')) {
         return None;
     }
     let micros = rest
@@ -295,6 +296,8 @@ mod tests {
         let mut p = Parser::new();
         p.feed("test x::z ... \n");
         assert_eq!(p.feed("okay\n"), vec![Event::Log("okay".into())]);
+        assert_eq!(p.feed("ok so far\n"), vec![Event::Log("ok so far".into())]);
+        assert_eq!(p.in_progress(), Some("x::z"));
         assert_eq!(
             parse_all(&["test  ... ok\n"]),
             vec![Event::Log("test  ... ok".into())]

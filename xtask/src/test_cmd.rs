@@ -153,6 +153,12 @@ fn kernel_phase(ctx: &Ctx, args: &TestArgs, t: &mut Tally) {
             res.boots,
             ctx.target.display()
         );
+        if let Some(first) = res.failed().next() {
+            println!(
+                "==> reproduce: cargo xtask run --smp {smp} --append \"ktest ktest.filter={}\"",
+                first.name
+            );
+        }
         t.passed += res.passed() as u64;
         for r in res.failed() {
             if let Outcome::Failed(why) = &r.outcome {
