@@ -17,7 +17,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::qemu::AccelChoice;
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Build, boot and test the vireo kernel")]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Build, boot and test the vireo kernel"
+)]
 struct Cli {
     /// Accelerator: auto uses KVM only if /dev/kvm is usable and the CPU
     /// has vmx/svm, else multi-threaded TCG.
@@ -123,6 +127,11 @@ mod tests {
         let cli = Cli::try_parse_from(["xtask", "test", "--smp", "2", "--smp", "4"]).unwrap();
         match cli.cmd {
             Cmd::Test(a) => assert_eq!(a.smp, vec![2, 4]),
+            _ => panic!(),
+        }
+        let cli = Cli::try_parse_from(["xtask", "test", "--smp", "1,4"]).unwrap();
+        match cli.cmd {
+            Cmd::Test(a) => assert_eq!(a.smp, vec![1, 4]),
             _ => panic!(),
         }
     }

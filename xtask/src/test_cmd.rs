@@ -30,8 +30,8 @@ const PER_TEST_KVM_SECS: u64 = 30;
 #[derive(Args, Clone, Debug)]
 pub struct TestArgs {
     /// vCPU counts to run the kernel suite with; repeat for several runs
-    /// (`--smp 2 --smp 4`). Default: the KTEST_SMP list in test_cmd.rs.
-    #[arg(long)]
+    /// (`--smp 2 --smp 4` or `--smp 2,4`). Default: KTEST_SMP in test_cmd.rs.
+    #[arg(long, value_delimiter = ',')]
     pub smp: Vec<u32>,
     /// Only run kernel tests whose name contains this (`ktest.filter=`).
     #[arg(long)]
