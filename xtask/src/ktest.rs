@@ -290,11 +290,12 @@ fn on_event(
         Event::Log(line) => {
             // The kernel prints `    <message> at <file:line>` right after
             // FAILED; timestamped lines are other CPUs' logs.
-            if let Some(i) = awaiting
-                && !line.starts_with('[')
-                && !line.trim().is_empty()
-            {
-                res.records[i].outcome = Outcome::Failed(format!("failed: {}", line.trim()));
+            if let Some(i) = awaiting {
+                if line.starts_with('[') || line.trim().is_empty() {
+                    st.awaiting_message = Some(i);
+                } else {
+                    res.records[i].outcome = Outcome::Failed(format!("failed: {}", line.trim()));
+                }
             }
             if st.panic.is_none() && line.to_ascii_lowercase().contains("panic") {
                 st.panic = Some(line.trim().to_string());
@@ -468,7 +469,7 @@ mod tests {
     #[test]
     fn failures_with_normal_exit() {
         let (res, cmds, _) = run(vec![(
-            "test a::x ... FAILED (3 us)\n    x == 1 failed: 2 != 1 at kernel/src/a.rs:4:9\n\
+            "test a::x ... FAILED (3 us)\n[0.1] cpu1 log\n    x == 1 failed: 2 != 1 at kernel/src/a.rs:4:9\n\
              test a::y ... ok (1 us)\nktest: 1 passed, 1 failed\n",
             FAIL,
         )]);
