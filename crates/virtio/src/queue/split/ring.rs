@@ -1,0 +1,202 @@
+//! The only code that touches the split ring's shared memory. Every access
+//! is a single volatile load or store of a naturally aligned field, and
+//! every index is masked to the queue size, so no value the device writes
+//! can make us access memory outside the ring.
+
+use core::ptr;
+
+use super::layout::{Le16, Le32, Le64, RingLayout, VirtqDesc, VirtqUsedElem};
+use crate::hal::{Dma, Hal, PhysAddr};
+use crate::{Error, Result};
+
+/// Shared ring memory plus the optional indirect-table pool.
+pub(super) struct SplitRing<H: Hal> {
+    mem: Dma<H>,
+    layout: RingLayout,
+    mask: usize,
+    /// One table of `indirect_max` descriptors per descriptor index.
+    indirect: Option<Dma<H>>,
+    indirect_max: usize,
+}
+
+// Offsets inside the avail/used headers (§2.7.6, §2.7.8).
+const RING_FLAGS: usize = 0;
+const RING_IDX: usize = 2;
+const RING_ENTRIES: usize = 4;
+
+impl<H: Hal> SplitRing<H> {
+    /// Allocates zeroed ring memory for `size` entries (a power of two) and,
+    /// if `indirect_max > 0`, `size` indirect tables of that many entries.
+    pub(super) fn new(hal: &H, size: u16, indirect_max: u16) -> Result<Self> {
+        debug_assert!(size.is_power_of_two());
+        let layout = RingLayout::new(size);
+        let mem = Dma::with_bytes(hal.clone(), layout.total)?;
+        let indirect = if indirect_max > 0 {
+            let bytes = usize::from(size) * usize::from(indirect_max) * 16;
+            Some(Dma::with_bytes(hal.clone(), bytes)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            mem,
+            layout,
+            mask: usize::from(size) - 1,
+            indirect,
+            indirect_max: usize::from(indirect_max),
+        })
+    }
+
+    /// Makes dropping this ring leak its memory instead of freeing it.
+    pub(super) fn leak_on_drop(&mut self) {
+        self.mem.leak_on_drop();
+        if let Some(p) = &mut self.indirect {
+            p.leak_on_drop();
+        }
+    }
+
+    /// Device addresses of the descriptor table, driver area, device area.
+    pub(super) fn addresses(&self) -> (PhysAddr, PhysAddr, PhysAddr) {
+        let base = self.mem.paddr();
+        (
+            base,
+            base + self.layout.avail as u64,
+            base + self.layout.used as u64,
+        )
+    }
+
+    #[inline(always)]
+    fn at<T>(&self, offset: usize) -> *mut T {
+        debug_assert!(offset + size_of::<T>() <= self.layout.total);
+        debug_assert!(offset.is_multiple_of(align_of::<T>()));
+        self.mem.vaddr().as_ptr().wrapping_add(offset).cast()
+    }
+
+    #[inline(always)]
+    fn store16(&mut self, offset: usize, v: u16) {
+        // SAFETY: callers pass offsets computed from the layout with masked
+        // indices, so the 2-byte field lies inside `mem` (which we own) and
+        // is 2-aligned (ring parts are 2/4/16 aligned, page-aligned base).
+        unsafe { ptr::write_volatile(self.at::<Le16>(offset), Le16::new(v)) }
+    }
+
+    #[inline(always)]
+    fn load16(&self, offset: usize) -> u16 {
+        // SAFETY: as in `store16`; the device may write the field at any
+        // time, which a volatile aligned 2-byte load tolerates (no tearing,
+        // no assumption about the value).
+        unsafe { ptr::read_volatile(self.at::<Le16>(offset)).get() }
+    }
+
+    /// Writes descriptor `i` of the ring's table.
+    #[inline(always)]
+    pub(super) fn write_desc(&mut self, i: u16, addr: PhysAddr, len: u32, flags: u16, next: u16) {
+        let d = VirtqDesc {
+            addr: Le64::new(addr),
+            len: Le32::new(len),
+            flags: Le16::new(flags),
+            next: Le16::new(next),
+        };
+        let off = (usize::from(i) & self.mask) * 16;
+        // SAFETY: the masked index is inside the table at offset 0 of `mem`;
+        // entries are 16-aligned. The device reads descriptors only after
+        // the avail.idx store that follows our write barrier.
+        unsafe { ptr::write_volatile(self.at::<VirtqDesc>(off), d) }
+    }
+
+    /// Writes entry `j` of the indirect table that belongs to head `head`;
+    /// returns nothing, `j < indirect_max` is checked by the caller.
+    #[inline(always)]
+    pub(super) fn write_indirect(
+        &mut self,
+        head: u16,
+        j: usize,
+        addr: PhysAddr,
+        len: u32,
+        flags: u16,
+        next: u16,
+    ) {
+        let Some(pool) = &self.indirect else { return };
+        let j = j.min(self.indirect_max - 1);
+        let off = ((usize::from(head) & self.mask) * self.indirect_max + j) * 16;
+        let d = VirtqDesc {
+            addr: Le64::new(addr),
+            len: Le32::new(len),
+            flags: Le16::new(flags),
+            next: Le16::new(next),
+        };
+        // SAFETY: `off` is inside the pool (head < size, j < indirect_max),
+        // 16-aligned; the pool is ours and the device reads the table only
+        // after the head descriptor is published.
+        unsafe { ptr::write_volatile(pool.vaddr().as_ptr().add(off).cast::<VirtqDesc>(), d) }
+    }
+
+    /// Device address of head `head`'s indirect table.
+    pub(super) fn indirect_table(&self, head: u16) -> PhysAddr {
+        let pool = self.indirect.as_ref().map_or(0, |p| p.paddr());
+        pool + ((usize::from(head) & self.mask) * self.indirect_max * 16) as u64
+    }
+
+    /// `avail.ring[slot % size] = head` (§2.7.13.2).
+    #[inline(always)]
+    pub(super) fn set_avail_entry(&mut self, slot: u16, head: u16) {
+        let off = self.layout.avail + RING_ENTRIES + (usize::from(slot) & self.mask) * 2;
+        self.store16(off, head);
+    }
+
+    /// Publishes `avail.idx` (§2.7.13.3).
+    #[inline(always)]
+    pub(super) fn set_avail_idx(&mut self, idx: u16) {
+        self.store16(self.layout.avail + RING_IDX, idx);
+    }
+
+    /// Writes `avail.flags` (§2.7.7).
+    #[inline(always)]
+    pub(super) fn set_avail_flags(&mut self, flags: u16) {
+        self.store16(self.layout.avail + RING_FLAGS, flags);
+    }
+
+    /// Writes `used_event`, at the end of the available ring (§2.7.7).
+    #[inline(always)]
+    pub(super) fn set_used_event(&mut self, v: u16) {
+        let off = self.layout.avail + RING_ENTRIES + (self.mask + 1) * 2;
+        self.store16(off, v);
+    }
+
+    /// Reads `used.flags` (§2.7.10).
+    #[inline(always)]
+    pub(super) fn used_flags(&self) -> u16 {
+        self.load16(self.layout.used + RING_FLAGS)
+    }
+
+    /// Reads `used.idx` (§2.7.14).
+    #[inline(always)]
+    pub(super) fn used_idx(&self) -> u16 {
+        self.load16(self.layout.used + RING_IDX)
+    }
+
+    /// Reads `avail_event`, at the end of the used ring (§2.7.10).
+    #[inline(always)]
+    pub(super) fn avail_event(&self) -> u16 {
+        let off = self.layout.used + RING_ENTRIES + (self.mask + 1) * 8;
+        self.load16(off)
+    }
+
+    /// Reads `used.ring[slot % size]` as `(id, len)`.
+    #[inline(always)]
+    pub(super) fn used_entry(&self, slot: u16) -> (u32, u32) {
+        let off = self.layout.used + RING_ENTRIES + (usize::from(slot) & self.mask) * 8;
+        // SAFETY: masked slot inside the used ring of `mem`, 4-aligned
+        // (used ring is 4-aligned, entries 8 bytes). The device may write it
+        // concurrently only if it misbehaves; we validate whatever we read.
+        let e = unsafe { ptr::read_volatile(self.at::<VirtqUsedElem>(off)) };
+        (e.id.get(), e.len.get())
+    }
+}
+
+/// Checks a requested queue size against §2.7 and the device maximum.
+pub(super) fn check_size(size: u16, device_max: u16) -> Result {
+    if size == 0 || !size.is_power_of_two() || size > 32768 || size > device_max {
+        return Err(Error::InvalidQueueSize);
+    }
+    Ok(())
+}
