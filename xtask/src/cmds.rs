@@ -17,10 +17,12 @@ pub struct Ctx {
     pub target: PathBuf,
     pub cargo: String,
     accel: AccelChoice,
+    /// `--kernel`: boot this ELF instead of building one.
+    kernel_override: Option<PathBuf>,
 }
 
 impl Ctx {
-    pub fn new(accel: AccelChoice) -> Self {
+    pub fn new(accel: AccelChoice, kernel_override: Option<PathBuf>) -> Self {
         // xtask lives in <root>/xtask; everything is relative to <root> so
         // the runner works from any directory.
         let root = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -39,10 +41,15 @@ impl Ctx {
             target,
             cargo,
             accel,
+            kernel_override: kernel_override
+                .map(|k| std::env::current_dir().map(|d| d.join(&k)).unwrap_or(k)),
         }
     }
 
     pub fn kernel_path(&self) -> PathBuf {
+        if let Some(k) = &self.kernel_override {
+            return k.clone();
+        }
         self.target.join("release").join("vireo")
     }
 
@@ -53,6 +60,14 @@ impl Ctx {
     /// `cargo build -p vireo-kernel --release` (host target; the kernel's
     /// build.rs supplies the linker arguments).
     pub fn build_kernel(&self) -> Result<(), String> {
+        if let Some(k) = &self.kernel_override {
+            println!("==> using prebuilt kernel {} (--kernel)", k.display());
+            return if k.is_file() {
+                Ok(())
+            } else {
+                Err(format!("{} does not exist", k.display()))
+            };
+        }
         println!("==> building kernel: cargo build -p vireo-kernel --release");
         let st = Command::new(&self.cargo)
             .args(["build", "-p", "vireo-kernel", "--release"])

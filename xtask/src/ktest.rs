@@ -126,13 +126,13 @@ fn decide(end: &BootEnd, st: &BootState) -> Decision {
     let panic = st
         .panic
         .as_deref()
-        .map(|p| format!(" [{p}]"))
+        .map(|p| format!(": {p}"))
         .unwrap_or_default();
     if let Some(name) = &st.in_progress {
         let reason = match end {
             BootEnd::TestTimeout(d) => format!("timeout after {} s", d.as_secs()),
             BootEnd::Stalled(d) => format!("stalled for {} s", d.as_secs()),
-            BootEnd::Exited(k) => format!("crashed: {}{panic}", k.describe()),
+            BootEnd::Exited(k) => format!("crashed: {}{panic}", k.short()),
             BootEnd::LaunchError(e) => format!("QEMU error: {e}"),
         };
         return Decision::Restart {
@@ -511,7 +511,7 @@ mod tests {
             o => panic!("{o:?}"),
         }
         match &failed[1].outcome {
-            Outcome::Failed(r) => assert!(r.contains("triple fault"), "{r}"),
+            Outcome::Failed(r) => assert_eq!(r, "crashed: triple fault (status 0)"),
             o => panic!("{o:?}"),
         }
     }

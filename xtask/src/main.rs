@@ -27,6 +27,10 @@ struct Cli {
     /// has vmx/svm, else multi-threaded TCG.
     #[arg(long, global = true, value_enum, default_value_t = AccelChoice::Auto)]
     accel: AccelChoice,
+    /// Boot this kernel ELF instead of building target/release/vireo
+    /// (old builds, bisecting, testing the runner itself).
+    #[arg(long, global = true, value_name = "ELF")]
+    kernel: Option<std::path::PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -93,7 +97,7 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse();
-    let ctx = cmds::Ctx::new(cli.accel);
+    let ctx = cmds::Ctx::new(cli.accel, cli.kernel);
     let result = match cli.cmd {
         Cmd::Build => ctx.build_kernel(),
         Cmd::Run { boot, timeout } => ctx.run(&boot, timeout),

@@ -239,6 +239,18 @@ impl KernelExit {
         }
     }
 
+    /// A few words, for a crashed test's reason.
+    pub fn short(self) -> String {
+        match self {
+            KernelExit::Success => "exited with success mid-test (status 33)".into(),
+            KernelExit::Failure => "panic (status 35)".into(),
+            KernelExit::Reset => "triple fault (status 0)".into(),
+            KernelExit::OtherKernelCode(v) => format!("exit code {v:#x}"),
+            KernelExit::QemuError(c) => format!("QEMU error (status {c})"),
+            KernelExit::Signal => "QEMU killed by a signal".into(),
+        }
+    }
+
     /// A one-line, human explanation.
     pub fn describe(self) -> String {
         match self {
