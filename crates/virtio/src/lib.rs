@@ -40,6 +40,8 @@ pub mod barrier;
 pub mod buffer;
 mod error;
 pub mod features;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod hal;
 pub mod queue;
 pub mod transport;

@@ -1,0 +1,376 @@
+//! A hostile-device harness shared by the proptest suite and the
+//! `cargo fuzz` target (feature `fuzzing`; not part of the driver API).
+//!
+//! Memory is ordinary heap memory with physical address = virtual address,
+//! so the "device" here pokes the rings directly. The harness panics only on
+//! a violated invariant of the queue:
+//! - every request `pop_used` returns was in flight, and its length fits;
+//! - an error is only ever reported after the device actually lied;
+//! - after a device error every call fails fast with [`Error::Broken`].
+
+use alloc::alloc::{Layout, alloc_zeroed, dealloc};
+use alloc::vec::Vec;
+use core::ptr::NonNull;
+
+use crate::queue::split::layout::RingLayout;
+use crate::{
+    DeviceStatus, DmaChain, Error, Features, Hal, InterruptStatus, PAGE_SIZE, PhysAddr,
+    QueueConfig, Result, SplitQueue, Transport, Virtqueue,
+};
+
+/// Heap-backed [`Hal`] with physical address = virtual address.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HeapHal;
+
+// SAFETY: allocations come from the global allocator, page aligned, zeroed
+// and exclusively owned until `dma_dealloc`; the "device" in these harnesses
+// accesses them by the same address.
+unsafe impl Hal for HeapHal {
+    fn dma_alloc(&self, pages: usize) -> Option<(PhysAddr, NonNull<u8>)> {
+        let layout = Layout::from_size_align(pages * PAGE_SIZE, PAGE_SIZE).ok()?;
+        // SAFETY: layout has non-zero size (pages >= 1 checked by `Dma`).
+        let p = NonNull::new(unsafe { alloc_zeroed(layout) })?;
+        Some((p.as_ptr() as PhysAddr, p))
+    }
+
+    unsafe fn dma_dealloc(&self, _paddr: PhysAddr, vaddr: NonNull<u8>, pages: usize) {
+        let layout = Layout::from_size_align(pages * PAGE_SIZE, PAGE_SIZE).expect("layout");
+        // SAFETY: caller passes back an allocation made with this layout.
+        unsafe { dealloc(vaddr.as_ptr(), layout) }
+    }
+
+    fn phys_to_virt(&self, paddr: PhysAddr) -> Option<NonNull<u8>> {
+        NonNull::new(paddr as *mut u8)
+    }
+
+    fn virt_to_phys(&self, vaddr: NonNull<u8>) -> Option<PhysAddr> {
+        Some(vaddr.as_ptr() as PhysAddr)
+    }
+}
+
+/// A transport that only records where the ring lives.
+#[derive(Debug, Default)]
+pub struct RecordingTransport {
+    /// `(size, desc, driver, device)` from the last `queue_set`.
+    pub queue: Option<(u16, PhysAddr, PhysAddr, PhysAddr)>,
+    /// Notifications sent.
+    pub notifies: u64,
+    status: u8,
+}
+
+// SAFETY: there is no device behind it: `reset` trivially stops all DMA.
+unsafe impl Transport for RecordingTransport {
+    fn read_device_features(&mut self) -> u64 {
+        Features::SUPPORTED_BY_RING.bits()
+    }
+    fn write_driver_features(&mut self, _features: u64) {}
+    fn max_queue_size(&mut self, _queue: u16) -> u16 {
+        32768
+    }
+    fn queue_used(&mut self, _queue: u16) -> bool {
+        false
+    }
+    fn queue_set(&mut self, _q: u16, size: u16, d: PhysAddr, a: PhysAddr, u: PhysAddr) {
+        self.queue = Some((size, d, a, u));
+    }
+    fn queue_unset(&mut self, _queue: u16) {
+        self.queue = None;
+    }
+    fn notify(&mut self, _queue: u16) {
+        self.notifies += 1;
+    }
+    fn status(&mut self) -> DeviceStatus {
+        DeviceStatus::from_bits_retain(self.status)
+    }
+    fn set_status(&mut self, status: DeviceStatus) {
+        self.status = status.bits();
+    }
+    fn read_config(&mut self, _offset: usize, _buf: &mut [u8]) -> Result {
+        Err(Error::ConfigOutOfRange)
+    }
+    fn write_config(&mut self, _offset: usize, _data: &[u8]) -> Result {
+        Err(Error::ConfigOutOfRange)
+    }
+    fn config_generation(&mut self) -> u32 {
+        0
+    }
+    fn ack_interrupt(&mut self) -> InterruptStatus {
+        InterruptStatus::empty()
+    }
+}
+
+struct Bytes<'a>(&'a [u8]);
+impl Bytes<'_> {
+    fn u8(&mut self) -> u8 {
+        let (b, rest) = self.0.split_first().map_or((0, &[][..]), |(b, r)| (*b, r));
+        self.0 = rest;
+        b
+    }
+    fn u16(&mut self) -> u16 {
+        u16::from(self.u8()) | (u16::from(self.u8()) << 8)
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from(self.u16()) | (u32::from(self.u16()) << 16)
+    }
+}
+
+/// The device half: writes into the used ring like a (mis)behaving device.
+struct EvilDevice {
+    used: *mut u8,
+    size: u16,
+    used_idx: u16,
+    /// `(token, writable)` the device may still legitimately return.
+    returnable: Vec<(u16, u32)>,
+    lied: bool,
+}
+
+impl EvilDevice {
+    fn write_entry(&mut self, id: u32, len: u32) {
+        let slot = usize::from(self.used_idx & (self.size - 1));
+        // SAFETY: `used` is the device area of a live ring of `size`
+        // entries; slot < size, so the 8-byte entry is in bounds and aligned.
+        unsafe {
+            let e = self.used.add(4 + slot * 8);
+            core::ptr::write_volatile(e.cast::<u32>(), id.to_le());
+            core::ptr::write_volatile(e.add(4).cast::<u32>(), len.to_le());
+        }
+    }
+    fn set_idx(&mut self, idx: u16) {
+        self.used_idx = idx;
+        // SAFETY: used.idx is at offset 2 of the live, 4-aligned device area.
+        unsafe { core::ptr::write_volatile(self.used.add(2).cast::<u16>(), idx.to_le()) }
+    }
+    fn set_word(&mut self, offset: usize, v: u16) {
+        // SAFETY: callers pass offset 0 (flags) or the avail_event offset,
+        // both inside the device area and 2-aligned.
+        unsafe { core::ptr::write_volatile(self.used.add(offset).cast::<u16>(), v.to_le()) }
+    }
+}
+
+/// What one [`hostile_device`] session saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Requests accepted.
+    pub added: u32,
+    /// Requests popped.
+    pub popped: u32,
+    /// Whether the queue ended broken.
+    pub broken: bool,
+}
+
+/// Runs one hostile-device session driven by `data`. Panics iff the queue
+/// violates one of the invariants in the module docs.
+pub fn hostile_device(data: &[u8]) -> Outcome {
+    let mut out = Outcome::default();
+    let mut bytes = Bytes(data);
+    let size = 1u16 << (bytes.u8() % 6); // 1..=32
+    let flags = bytes.u8();
+    let mut features = Features::VERSION_1;
+    if flags & 1 != 0 {
+        features |= Features::EVENT_IDX;
+    }
+    if flags & 2 != 0 {
+        features |= Features::INDIRECT_DESC;
+    }
+    // Bit 2 of the flags byte lets the device lie; otherwise it is honest
+    // (and the queue must then never report an error).
+    let may_lie = flags & 4 != 0;
+    let hal = HeapHal;
+    let mut transport = RecordingTransport::default();
+    let config = QueueConfig {
+        index: 0,
+        size,
+        features,
+        indirect_max: 4,
+    };
+    let mut q: SplitQueue<HeapHal, DmaChain<HeapHal, 4>> =
+        SplitQueue::new(&hal, &mut transport, config).expect("queue setup");
+    let (_, _, _, used) = transport.queue.expect("queue_set called");
+    let mut dev = EvilDevice {
+        used: used as *mut u8,
+        size,
+        used_idx: 0,
+        returnable: Vec::new(),
+        lied: false,
+    };
+    // Driver-side model: tokens in flight with their writable byte count.
+    let mut in_flight: Vec<(u16, u32)> = Vec::new();
+    let mut broken = false;
+    let check = |r: core::result::Result<(), Error>, broken: &mut bool, lied: bool| match r {
+        Ok(()) => assert!(!*broken, "call succeeded on a broken queue"),
+        Err(Error::Broken) => assert!(*broken, "Broken before any device error"),
+        Err(Error::DeviceBadId | Error::DeviceBadLength | Error::DeviceIdxOverrun) => {
+            assert!(lied, "device error reported but the device never lied");
+            assert!(!*broken, "device error reported twice");
+            *broken = true;
+        }
+        Err(Error::QueueFull | Error::InvalidRequest) => assert!(!*broken),
+        Err(e) => panic!("unexpected error {e:?}"),
+    };
+    for _ in 0..256 {
+        if bytes.0.is_empty() {
+            break;
+        }
+        match bytes.u8() % 16 {
+            0..=4 => {
+                let nseg = 1 + usize::from(bytes.u8() % 4);
+                let nread = usize::from(bytes.u8()) % (nseg + 1);
+                let mut chain = DmaChain::new(crate::Dma::new(hal, 1).expect("dma"));
+                let mut segs = [(0usize, 0usize); 4];
+                for (i, s) in segs.iter_mut().enumerate().take(nseg) {
+                    *s = (i * 1024, 1 + usize::from(bytes.u8()));
+                }
+                let writable: u32 = segs[nread..nseg].iter().map(|s| s.1 as u32).sum();
+                chain
+                    .set_segments(&segs[..nread], &segs[nread..nseg])
+                    .expect("layout");
+                match q.add(chain) {
+                    Ok(t) => {
+                        assert!(!broken);
+                        out.added += 1;
+                        in_flight.push((t.index(), writable));
+                        dev.returnable.push((t.index(), writable));
+                    }
+                    Err(r) => check(Err(r.error), &mut broken, dev.lied),
+                }
+            }
+            5 | 6 => check(q.should_notify().map(drop), &mut broken, dev.lied),
+            7..=9 => {
+                // Device returns a request: honestly, or with a lie.
+                let mode = bytes.u8();
+                let pick = usize::from(bytes.u8());
+                let (id, len) = if (!may_lie || mode % 16 != 0) && !dev.returnable.is_empty() {
+                    let (t, w) = dev.returnable.swap_remove(pick % dev.returnable.len());
+                    let len = if mode % 2 == 1 {
+                        bytes.u32() % (w + 1)
+                    } else {
+                        w
+                    };
+                    (u32::from(t), len)
+                } else if !may_lie {
+                    continue;
+                } else {
+                    dev.lied = true;
+                    (bytes.u32() % (u32::from(size) * 2), bytes.u32())
+                };
+                dev.write_entry(id, len);
+                dev.set_idx(dev.used_idx.wrapping_add(1));
+            }
+            10 if may_lie => {
+                dev.lied = true;
+                let idx = bytes.u16();
+                dev.set_idx(idx);
+            }
+            11..=13 => match q.pop_used() {
+                Ok(Some(u)) => {
+                    assert!(!broken);
+                    out.popped += 1;
+                    let pos = in_flight
+                        .iter()
+                        .position(|&(t, _)| t == u.token.index())
+                        .expect("popped a token that was not in flight");
+                    let (_, w) = in_flight.swap_remove(pos);
+                    assert!(u.written_len <= w, "length beyond writable bytes");
+                    // A lying device may have returned it early: forget it.
+                    dev.returnable.retain(|&(t, _)| t != u.token.index());
+                }
+                Ok(None) => assert!(!broken),
+                Err(e) => check(Err(e), &mut broken, dev.lied),
+            },
+            10 => {}
+            14 => {
+                let r = if bytes.u8() & 1 == 0 {
+                    q.enable_interrupts().map(drop)
+                } else {
+                    q.disable_interrupts()
+                };
+                check(r, &mut broken, dev.lied);
+            }
+            _ => {
+                // Arbitrary suppression state: harmless, never a lie.
+                let off = if bytes.u8() & 1 == 0 {
+                    0
+                } else {
+                    RingLayout::new(size).total - RingLayout::new(size).used - 2
+                };
+                let v = bytes.u16();
+                dev.set_word(off, v);
+            }
+        }
+        assert_eq!(q.is_broken(), broken);
+        if !broken {
+            assert_eq!(usize::from(q.in_flight()), in_flight.len());
+        }
+    }
+    // Reset hands back exactly the requests still in flight.
+    let mut back = 0;
+    q.reset(&mut transport, |_, _| back += 1);
+    assert_eq!(back, in_flight.len());
+    out.broken = broken;
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hostile_device;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+        #[test]
+        fn honest_device_never_errors(flags in 0u8..4, size in 0u8..6, ops in proptest::collection::vec(any::<u8>(), 0..800)) {
+            let mut data = alloc::vec![size, flags];
+            data.extend_from_slice(&ops);
+            let o = hostile_device(&data);
+            prop_assert!(!o.broken);
+        }
+
+        #[test]
+        fn hostile_device_never_breaks_invariants(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let o = hostile_device(&data);
+            prop_assert!(o.popped <= o.added);
+        }
+    }
+
+    /// size 4, add 1-segment request, then `device` op bytes, then 2 pops.
+    fn run(device: &[u8]) -> super::Outcome {
+        let mut d = alloc::vec![2u8, 4, 0, 0, 0, 9];
+        // ops: 0 add, 7 device return, 10 idx lie, 11 pop
+        d.extend_from_slice(device);
+        d.extend_from_slice(&[11, 11]);
+        hostile_device(&d)
+    }
+
+    #[test]
+    fn honest_return_pops() {
+        let o = run(&[7, 2, 0]);
+        assert_eq!((o.added, o.popped, o.broken), (1, 1, false));
+    }
+
+    #[test]
+    fn bad_id_breaks_queue() {
+        // mode 0 = lie: id 3 (a free descriptor), len 0.
+        let o = run(&[7, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!((o.popped, o.broken), (0, true));
+    }
+
+    #[test]
+    fn bad_len_breaks_queue() {
+        // mode 0 = lie: id 0 (the head in flight), len 1000 > 10 writable.
+        let o = run(&[7, 0, 0, 0, 0, 0, 0, 0xe8, 3, 0, 0]);
+        assert_eq!((o.popped, o.broken), (0, true));
+    }
+
+    #[test]
+    fn idx_overrun_breaks_queue() {
+        let o = run(&[10, 5, 0]);
+        assert_eq!((o.popped, o.broken), (0, true));
+    }
+
+    #[test]
+    fn duplicate_breaks_queue() {
+        // honest return, then the same slot value again via a second idx bump.
+        let o = run(&[7, 2, 0, 11, 10, 2, 0]);
+        assert_eq!((o.popped, o.broken), (1, true));
+    }
+}
