@@ -1,2 +1,124 @@
+//! vireo: a small SMP x86_64 kernel built around a VirtIO driver stack.
+//!
+//! Boot path: `arch::boot` (PVH, 32-bit) → `kernel_entry` (here) → CPU
+//! tables → TSC calibration → boot info → memory → the mode the command line
+//! asks for: the shell, the in-kernel tests or the benchmarks.
 #![no_std]
 #![no_main]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+extern crate alloc;
+
+mod arch;
+mod boot_info;
+mod cmdline;
+mod klog;
+mod ktest;
+mod mm;
+mod rt;
+mod shell;
+mod time;
+
+use arch::qemu_exit::{ExitCode, exit_qemu};
+use arch::serial::RawSerial;
+use boot_info::BootInfo;
+use cmdline::{Mode, Options, Problem};
+use core::fmt::Write;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+#[unsafe(no_mangle)]
+extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
+    time::set_boot_tsc(boot_tsc);
+    arch::serial::init();
+    arch::init_boot_cpu();
+    let tsc_hz = time::calibrate_tsc();
+
+    let info = match BootInfo::parse(mm::PhysAddr::new(start_info_phys), |phys| {
+        mm::phys_to_virt(phys).as_ptr()
+    }) {
+        Ok(info) => boot_info::set(info),
+        Err(error) => {
+            let _ = writeln!(RawSerial, "vireo: unusable PVH start info: {error:?}");
+            exit_qemu(ExitCode::Failure)
+        }
+    };
+    let cmdline = info.cmdline().unwrap_or("");
+    let options = Options::parse(cmdline);
+    klog::init(options.log_level);
+    log::info!(
+        "vireo {} booting: TSC {} MHz, command line {:?}",
+        env!("CARGO_PKG_VERSION"),
+        tsc_hz / 1_000_000,
+        cmdline
+    );
+    report_cmdline_problems(info, &options);
+
+    mm::init(info);
+    let frames = mm::frame::stats();
+    log::info!(
+        "memory: {} MiB usable, {} MiB free",
+        frames.usable >> 8,
+        frames.free >> 8
+    );
+    log::info!("boot: ready in {} us", time::uptime_us());
+
+    match options.mode {
+        Mode::Test => {
+            let summary = ktest::run(ktest::Selection {
+                filter: options.test_filter,
+                skip: options.test_skip,
+            });
+            exit_qemu(if summary.failed == 0 {
+                ExitCode::Success
+            } else {
+                ExitCode::Failure
+            })
+        }
+        Mode::Bench => {
+            kprintln!("bench: no in-kernel benchmarks yet");
+            exit_qemu(ExitCode::Success)
+        }
+        Mode::Shell => shell::run(),
+    }
+}
+
+fn report_cmdline_problems(info: &BootInfo, options: &Options) {
+    if info.cmdline().is_err() {
+        log::warn!("cmdline: not UTF-8, ignored");
+    }
+    if info.cmdline_truncated {
+        log::warn!(
+            "cmdline: longer than {} bytes, truncated",
+            boot_info::MAX_CMDLINE_BYTES
+        );
+    }
+    for problem in options.problems() {
+        match problem {
+            Problem::UnknownOption(word) => log::warn!("cmdline: unknown option '{word}' ignored"),
+            Problem::BadValue { key, value } => {
+                log::warn!("cmdline: bad value '{value}' for '{key}' ignored")
+            }
+        }
+    }
+    if options.extra_problems > 0 {
+        log::warn!("cmdline: {} more problems ignored", options.extra_problems);
+    }
+}
+
+static PANICKING: AtomicBool = AtomicBool::new(false);
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    x86_64::instructions::interrupts::disable();
+    if PANICKING.swap(true, Ordering::AcqRel) {
+        arch::halt_forever();
+    }
+    // Straight to the UART: the console lock may be held by the panicking code.
+    let out = &mut RawSerial;
+    let _ = writeln!(out, "\npanic: {info}");
+    if let Some(test) = ktest::current_test() {
+        let _ = writeln!(out, "  in test {}::{}", test.suite(), test.name);
+    }
+    arch::stack_trace::print_here(out);
+    exit_qemu(ExitCode::Failure)
+}

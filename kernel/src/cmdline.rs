@@ -1,0 +1,154 @@
+//! Kernel command-line options.
+//!
+//! Options are whitespace-separated `key` or `key=value` words. Unknown keys
+//! and bad values are collected as problems to report once logging is up;
+//! they never stop the boot.
+
+/// What this boot is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The interactive shell (default).
+    Shell,
+    /// Run in-kernel tests and exit.
+    Test,
+    /// Run in-kernel benchmarks and exit.
+    Bench,
+}
+
+/// Something wrong on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Problem<'a> {
+    /// A key vireo does not know.
+    UnknownOption(&'a str),
+    /// A known key with a value it cannot take.
+    BadValue {
+        /// The option.
+        key: &'a str,
+        /// What was given.
+        value: &'a str,
+    },
+}
+
+/// Problems kept for reporting; more are counted.
+const MAX_PROBLEMS: usize = 8;
+
+/// Parsed options; string values borrow the command line.
+#[derive(Debug, Clone, Copy)]
+pub struct Options<'a> {
+    /// `log=<level>`.
+    pub log_level: log::LevelFilter,
+    /// `ktest` / `bench`.
+    pub mode: Mode,
+    /// `ktest.filter=<substring>`.
+    pub test_filter: Option<&'a str>,
+    /// `ktest.skip=<name,name,...>`.
+    pub test_skip: Option<&'a str>,
+    problems: [Option<Problem<'a>>; MAX_PROBLEMS],
+    /// Problems beyond the ones kept.
+    pub extra_problems: usize,
+}
+
+impl<'a> Options<'a> {
+    /// Parses a command line; never fails.
+    pub fn parse(cmdline: &'a str) -> Self {
+        let mut options = Options {
+            log_level: log::LevelFilter::Info,
+            mode: Mode::Shell,
+            test_filter: None,
+            test_skip: None,
+            problems: [None; MAX_PROBLEMS],
+            extra_problems: 0,
+        };
+        for word in cmdline.split_whitespace() {
+            let (key, value) = match word.split_once('=') {
+                Some((key, value)) => (key, Some(value)),
+                None => (word, None),
+            };
+            match (key, value) {
+                ("log", Some(level)) => match level.parse() {
+                    Ok(level) => options.log_level = level,
+                    Err(_) => options.report(Problem::BadValue { key, value: level }),
+                },
+                ("ktest", None) => options.mode = Mode::Test,
+                ("bench", None) => options.mode = Mode::Bench,
+                ("ktest.filter", Some(filter)) => options.test_filter = Some(filter),
+                ("ktest.skip", Some(skip)) => options.test_skip = Some(skip),
+                _ => options.report(Problem::UnknownOption(word)),
+            }
+        }
+        options
+    }
+
+    fn report(&mut self, problem: Problem<'a>) {
+        match self.problems.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => *slot = Some(problem),
+            None => self.extra_problems += 1,
+        }
+    }
+
+    /// The problems found, in command-line order.
+    pub fn problems(&self) -> impl Iterator<Item = Problem<'a>> + '_ {
+        self.problems.iter().flatten().copied()
+    }
+}
+
+mod tests {
+    use super::*;
+    use crate::{check, check_eq, ktest};
+
+    ktest!(
+        fn empty_cmdline_gives_defaults() {
+            let options = Options::parse("");
+            check_eq!(options.mode, Mode::Shell);
+            check_eq!(options.log_level, log::LevelFilter::Info);
+            check_eq!(options.problems().count(), 0);
+            Ok(())
+        }
+    );
+
+    ktest!(
+        fn known_options_parse() {
+            let options = Options::parse("  log=debug ktest ktest.skip=a::b,c::d ktest.filter=mm ");
+            check_eq!(options.mode, Mode::Test);
+            check_eq!(options.log_level, log::LevelFilter::Debug);
+            check_eq!(options.test_skip, Some("a::b,c::d"));
+            check_eq!(options.test_filter, Some("mm"));
+            check_eq!(options.problems().count(), 0);
+            Ok(())
+        }
+    );
+
+    ktest!(
+        fn unknown_and_bad_options_are_reported_and_ignored() {
+            let options = Options::parse("frobnicate=1 log=loud bench quiet");
+            check_eq!(options.mode, Mode::Bench);
+            check_eq!(options.log_level, log::LevelFilter::Info);
+            let problems: alloc::vec::Vec<_> = options.problems().collect();
+            check_eq!(problems.len(), 3);
+            check_eq!(problems[0], Problem::UnknownOption("frobnicate=1"));
+            check_eq!(
+                problems[1],
+                Problem::BadValue {
+                    key: "log",
+                    value: "loud"
+                }
+            );
+            check_eq!(problems[2], Problem::UnknownOption("quiet"));
+            Ok(())
+        }
+    );
+
+    ktest!(
+        fn problem_overflow_is_counted() {
+            let options = Options::parse("a b c d e f g h i j");
+            check_eq!(options.problems().count(), 8);
+            check_eq!(options.extra_problems, 2);
+            check!(
+                options
+                    .problems()
+                    .all(|p| matches!(p, Problem::UnknownOption(_)))
+            );
+            Ok(())
+        }
+    );
+}

@@ -1,0 +1,266 @@
+//! In-kernel tests: registered beside the code with `ktest!`, collected from
+//! the `.ktests` link section (no central list), run in name order.
+//!
+//! Output protocol (read by `xtask`):
+//! - `test <suite>::<name> ... ` before each test, then `ok (N us)` or
+//!   `FAILED (N us)` and the failure message;
+//! - `ktest: P passed, F failed` at the end, then exit 0x10 if F == 0, else
+//!   0x11.
+//!
+//! A test fails by returning `Err` (see `check!`); a panic ends the boot, and
+//! the runner restarts the kernel with `ktest.skip=` listing what already ran.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::panic::Location;
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+/// One registered test.
+#[repr(C)]
+pub struct KTest {
+    /// `module_path!()` of the test's module.
+    pub module: &'static str,
+    /// The test function's name.
+    pub name: &'static str,
+    /// The test body.
+    pub run: fn() -> TestResult,
+}
+
+impl KTest {
+    /// `suite` is the module path without the crate name and the final
+    /// `tests` module: `vireo::mm::frame::tests` becomes `mm::frame`.
+    pub fn suite(&self) -> &'static str {
+        let path = self.module.strip_prefix("vireo::").unwrap_or(self.module);
+        path.strip_suffix("::tests").unwrap_or(path)
+    }
+
+    /// `<suite>::<name>`, the name used for filtering and skipping.
+    pub fn full_name(&self) -> String {
+        alloc::format!("{}::{}", self.suite(), self.name)
+    }
+}
+
+/// Why a test failed, and where.
+#[derive(Debug)]
+pub struct TestFailure {
+    /// What went wrong.
+    pub message: String,
+    /// The failing check.
+    pub location: &'static Location<'static>,
+}
+
+impl TestFailure {
+    /// A failure at the caller's location.
+    #[track_caller]
+    pub fn new(message: String) -> Self {
+        Self {
+            message,
+            location: Location::caller(),
+        }
+    }
+}
+
+/// The result every test returns.
+pub type TestResult = Result<(), TestFailure>;
+
+/// Registers a test: `ktest!(fn name() { ...; Ok(()) });`
+#[macro_export]
+macro_rules! ktest {
+    (fn $name:ident() $body:block) => {
+        const _: () = {
+            fn $name() -> $crate::ktest::TestResult $body
+            #[used]
+            #[unsafe(link_section = ".ktests")]
+            static TEST: $crate::ktest::KTest = $crate::ktest::KTest {
+                module: module_path!(),
+                name: stringify!($name),
+                run: $name,
+            };
+        };
+    };
+}
+
+/// Fails the test unless the condition holds.
+#[macro_export]
+macro_rules! check {
+    ($cond:expr) => {
+        if !$cond {
+            return Err($crate::ktest::TestFailure::new(alloc::format!(
+                "check failed: {}", stringify!($cond)
+            )));
+        }
+    };
+    ($cond:expr, $($arg:tt)+) => {
+        if !$cond {
+            return Err($crate::ktest::TestFailure::new(alloc::format!($($arg)+)));
+        }
+    };
+}
+
+/// Fails the test unless both sides are equal.
+#[macro_export]
+macro_rules! check_eq {
+    ($left:expr, $right:expr) => {
+        match (&$left, &$right) {
+            (left, right) => {
+                if left != right {
+                    return Err($crate::ktest::TestFailure::new(alloc::format!(
+                        "{} == {} failed: {:?} != {:?}",
+                        stringify!($left),
+                        stringify!($right),
+                        left,
+                        right
+                    )));
+                }
+            }
+        }
+    };
+}
+
+/// Unwraps an `Ok`, or fails the test with the error.
+#[macro_export]
+macro_rules! check_ok {
+    ($result:expr) => {
+        match $result {
+            Ok(value) => value,
+            Err(error) => {
+                return Err($crate::ktest::TestFailure::new(alloc::format!(
+                    "{} returned Err({:?})",
+                    stringify!($result),
+                    error
+                )))
+            }
+        }
+    };
+}
+
+unsafe extern "C" {
+    static __ktests_start: u8;
+    static __ktests_end: u8;
+}
+
+/// Every registered test, in name order.
+pub fn all_tests() -> Vec<&'static KTest> {
+    // SAFETY: the linker script places the `.ktests` input sections, each one
+    // `KTest` static (8-byte aligned, no padding between statics of the same
+    // type), between these two symbols.
+    let tests: &'static [KTest] = unsafe {
+        let start = (&raw const __ktests_start).cast::<KTest>();
+        let end = (&raw const __ktests_end).cast::<KTest>();
+        let count = (end as usize - start as usize) / size_of::<KTest>();
+        core::slice::from_raw_parts(start, count)
+    };
+    let mut sorted: Vec<&'static KTest> = tests.iter().collect();
+    sorted.sort_by(|a, b| (a.suite(), a.name).cmp(&(b.suite(), b.name)));
+    sorted
+}
+
+/// What to run, from the command line (`ktest.filter=`, `ktest.skip=`).
+#[derive(Default, Clone, Copy)]
+pub struct Selection<'a> {
+    /// Only tests whose full name contains this.
+    pub filter: Option<&'a str>,
+    /// Comma-separated full names not to run.
+    pub skip: Option<&'a str>,
+}
+
+impl Selection<'_> {
+    /// Whether `full_name` is selected.
+    pub fn selects(&self, full_name: &str) -> bool {
+        let filtered = self.filter.is_none_or(|filter| full_name.contains(filter));
+        let skipped = self
+            .skip
+            .is_some_and(|skip| skip.split(',').any(|skipped| skipped == full_name));
+        filtered && !skipped
+    }
+}
+
+/// The test running now, for the panic handler's report.
+static CURRENT_TEST: AtomicPtr<KTest> = AtomicPtr::new(core::ptr::null_mut());
+
+/// The name of the test in progress, if any.
+pub fn current_test() -> Option<&'static KTest> {
+    // SAFETY: only pointers to `'static` tests from `all_tests` are stored.
+    unsafe { CURRENT_TEST.load(Ordering::Relaxed).as_ref() }
+}
+
+/// Pass/fail totals of one run.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// Tests that returned `Ok`.
+    pub passed: usize,
+    /// Tests that returned `Err`.
+    pub failed: usize,
+    /// Tests not selected.
+    pub skipped: usize,
+}
+
+/// Runs the selected tests, printing the protocol lines.
+pub fn run(selection: Selection) -> Summary {
+    let tests = all_tests();
+    let mut summary = Summary::default();
+    let selected = tests
+        .iter()
+        .filter(|test| selection.selects(&test.full_name()))
+        .count();
+    crate::kprintln!("ktest: running {} of {} tests", selected, tests.len());
+    for test in tests {
+        let full_name = test.full_name();
+        if !selection.selects(&full_name) {
+            summary.skipped += 1;
+            continue;
+        }
+        crate::kprint!("test {} ... ", full_name);
+        CURRENT_TEST.store(core::ptr::from_ref(test).cast_mut(), Ordering::Relaxed);
+        let start = crate::time::rdtsc();
+        let result = (test.run)();
+        let elapsed_us = crate::time::ticks_to_us(crate::time::rdtsc() - start);
+        CURRENT_TEST.store(core::ptr::null_mut(), Ordering::Relaxed);
+        match result {
+            Ok(()) => {
+                summary.passed += 1;
+                crate::kprintln!("ok ({} us)", elapsed_us);
+            }
+            Err(failure) => {
+                summary.failed += 1;
+                crate::kprintln!("FAILED ({} us)", elapsed_us);
+                crate::kprintln!("    {} at {}", failure.message, failure.location);
+            }
+        }
+    }
+    crate::kprintln!(
+        "ktest: {} passed, {} failed",
+        summary.passed,
+        summary.failed
+    );
+    summary
+}
+
+mod tests {
+    use super::Selection;
+
+    ktest!(
+        fn selection_filter_and_skip() {
+            let selection = Selection {
+                filter: Some("mm::"),
+                skip: Some("mm::a,mm::b"),
+            };
+            check!(selection.selects("mm::c"));
+            check!(!selection.selects("mm::a"));
+            check!(!selection.selects("log::x"));
+            check!(Selection::default().selects("anything"));
+            Ok(())
+        }
+    );
+
+    ktest!(
+        fn registry_finds_this_test_once() {
+            let count = super::all_tests()
+                .iter()
+                .filter(|test| test.full_name() == "ktest::registry_finds_this_test_once")
+                .count();
+            check!(count == 1, "found {} registrations", count);
+            Ok(())
+        }
+    );
+}

@@ -1,0 +1,167 @@
+//! A small serial shell: inspect the running kernel and run tests.
+//!
+//! Input is polled from COM1; lines are edited with backspace only.
+
+use crate::arch::qemu_exit::{ExitCode, exit_qemu};
+use crate::arch::serial;
+use crate::{kprint, kprintln};
+use alloc::string::String;
+
+const PROMPT: &str = "vireo> ";
+const MAX_LINE_BYTES: usize = 256;
+
+struct Command {
+    name: &'static str,
+    help: &'static str,
+    run: fn(&str),
+}
+
+const COMMANDS: &[Command] = &[
+    Command {
+        name: "help",
+        help: "list commands",
+        run: |_| help(),
+    },
+    Command {
+        name: "mem",
+        help: "frame and heap usage",
+        run: |_| mem(),
+    },
+    Command {
+        name: "log",
+        help: "dump the in-memory log ring",
+        run: |_| dump_log(),
+    },
+    Command {
+        name: "uptime",
+        help: "time since boot",
+        run: |_| uptime(),
+    },
+    Command {
+        name: "cmdline",
+        help: "the kernel command line",
+        run: |_| cmdline(),
+    },
+    Command {
+        name: "tests",
+        help: "list in-kernel tests",
+        run: |_| list_tests(),
+    },
+    Command {
+        name: "ktest",
+        help: "ktest [filter]: run in-kernel tests",
+        run: run_tests,
+    },
+    Command {
+        name: "int3",
+        help: "take a breakpoint exception and return",
+        run: |_| int3(),
+    },
+    Command {
+        name: "exit",
+        help: "power off (ends QEMU)",
+        run: |_| exit_qemu(ExitCode::Success),
+    },
+];
+
+/// Runs the shell forever.
+pub fn run() -> ! {
+    kprintln!("vireo shell: type 'help' for commands, 'exit' (or Ctrl-A X) to quit");
+    let mut line = String::new();
+    loop {
+        kprint!("{}", PROMPT);
+        line.clear();
+        read_line(&mut line);
+        let line = line.trim();
+        let (name, args) = line.split_once(' ').unwrap_or((line, ""));
+        if name.is_empty() {
+            continue;
+        }
+        match COMMANDS.iter().find(|command| command.name == name) {
+            Some(command) => (command.run)(args.trim()),
+            None => kprintln!("unknown command '{}'; try 'help'", name),
+        }
+    }
+}
+
+fn read_line(line: &mut String) {
+    loop {
+        let Some(byte) = serial::try_read_byte() else {
+            core::hint::spin_loop();
+            continue;
+        };
+        match byte {
+            b'\r' | b'\n' => {
+                kprintln!();
+                return;
+            }
+            0x08 | 0x7f if !line.is_empty() => {
+                line.pop();
+                kprint!("\x08 \x08");
+            }
+            0x20..=0x7e if line.len() < MAX_LINE_BYTES => {
+                line.push(char::from(byte));
+                kprint!("{}", char::from(byte));
+            }
+            _ => {}
+        }
+    }
+}
+
+fn help() {
+    for command in COMMANDS {
+        kprintln!("  {:<8} {}", command.name, command.help);
+    }
+}
+
+fn mem() {
+    let frames = crate::mm::frame::stats();
+    let heap = crate::mm::heap::stats();
+    kprintln!(
+        "frames: {} free of {} ({} MiB free)",
+        frames.free,
+        frames.usable,
+        frames.free * crate::mm::PAGE_SIZE >> 20
+    );
+    kprintln!(
+        "heap:   {} KiB in {} allocations, {} KiB claimed",
+        heap.allocated_bytes >> 10,
+        heap.allocation_count,
+        heap.claimed_bytes >> 10
+    );
+}
+
+fn dump_log() {
+    crate::klog::dump(serial::write_bytes);
+}
+
+fn uptime() {
+    let us = crate::time::uptime_us();
+    kprintln!("up {}.{:06} s", us / 1_000_000, us % 1_000_000);
+}
+
+fn cmdline() {
+    kprintln!(
+        "{:?}",
+        crate::boot_info::get().cmdline().unwrap_or("<not UTF-8>")
+    );
+}
+
+fn list_tests() {
+    for test in crate::ktest::all_tests() {
+        kprintln!("  {}", test.full_name());
+    }
+}
+
+fn run_tests(filter: &str) {
+    let filter = (!filter.is_empty()).then_some(filter);
+    crate::ktest::run(crate::ktest::Selection { filter, skip: None });
+}
+
+fn int3() {
+    x86_64::instructions::interrupts::int3();
+    kprintln!(
+        "breakpoint returned ({} taken)",
+        crate::arch::exceptions::breakpoint_count()
+    );
+}

@@ -1,0 +1,144 @@
+//! Boot-relative time from the TSC, calibrated against the PIT.
+//!
+//! The boot stub records the TSC at the kernel's first instruction; every
+//! timestamp (log lines, test durations, `boot: ready`) is measured from it.
+//! The TSC's rate is measured once against PIT channel 2, whose 1.193182 MHz
+//! input clock is fixed by the PC platform, so the result does not depend on
+//! what the CPU reports about itself.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+use x86_64::instructions::port::Port;
+
+/// The PIT's input clock, fixed by the PC platform.
+pub const PIT_HZ: u64 = 1_193_182;
+/// How long calibration gates PIT channel 2.
+const CALIBRATION_MS: u64 = 10;
+/// Used before calibration, so early timestamps are merely approximate.
+const ASSUMED_TSC_HZ: u64 = 1_000_000_000;
+
+static BOOT_TSC: AtomicU64 = AtomicU64::new(0);
+static TSC_HZ: AtomicU64 = AtomicU64::new(ASSUMED_TSC_HZ);
+
+/// Reads the time-stamp counter.
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC only reads a counter; CR4.TSD is clear in kernel mode.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Records the TSC value the boot stub saw first; time zero.
+pub fn set_boot_tsc(tsc: u64) {
+    BOOT_TSC.store(tsc, Ordering::Relaxed);
+}
+
+/// Measures the TSC rate with PIT channel 2 in one-shot mode and stores it.
+/// Returns the measured frequency in Hz.
+pub fn calibrate_tsc() -> u64 {
+    let hz = measure_tsc_hz(CALIBRATION_MS);
+    TSC_HZ.store(hz, Ordering::Relaxed);
+    hz
+}
+
+/// Counts TSC ticks while PIT channel 2 counts down `window_ms`.
+pub fn measure_tsc_hz(window_ms: u64) -> u64 {
+    let pit_ticks = PIT_HZ * window_ms / 1000;
+    let mut gate = Port::<u8>::new(0x61);
+    let mut command = Port::<u8>::new(0x43);
+    let mut channel2 = Port::<u8>::new(0x42);
+    // SAFETY: ports 0x61 (gate/speaker), 0x43 (PIT command) and 0x42 (PIT
+    // channel 2) belong to the PIT, which nothing else in vireo uses.
+    let (start, end) = unsafe {
+        let value = gate.read();
+        gate.write((value & !0x02) | 0x01); // gate on, speaker off
+        command.write(0b1011_0000); // channel 2, lo/hi byte, mode 0, binary
+        channel2.write((pit_ticks & 0xff) as u8);
+        channel2.write((pit_ticks >> 8) as u8);
+        let start = rdtsc();
+        // Mode 0 raises OUT2 (port 0x61 bit 5) when the count reaches zero.
+        while gate.read() & 0x20 == 0 {
+            core::hint::spin_loop();
+        }
+        (start, rdtsc())
+    };
+    (end - start) * 1000 / window_ms
+}
+
+/// The calibrated TSC frequency in Hz.
+pub fn tsc_hz() -> u64 {
+    TSC_HZ.load(Ordering::Relaxed)
+}
+
+/// Converts a TSC delta to microseconds.
+pub fn ticks_to_us(ticks: u64) -> u64 {
+    (u128::from(ticks) * 1_000_000 / u128::from(tsc_hz())) as u64
+}
+
+/// Converts a TSC delta to nanoseconds.
+pub fn ticks_to_ns(ticks: u64) -> u64 {
+    (u128::from(ticks) * 1_000_000_000 / u128::from(tsc_hz())) as u64
+}
+
+/// Microseconds since the kernel's first instruction.
+pub fn uptime_us() -> u64 {
+    ticks_to_us(rdtsc().saturating_sub(BOOT_TSC.load(Ordering::Relaxed)))
+}
+
+/// Spins for at least `us` microseconds.
+pub fn busy_wait_us(us: u64) {
+    let ticks = u128::from(us) * u128::from(tsc_hz()) / 1_000_000;
+    let start = rdtsc();
+    while u128::from(rdtsc() - start) < ticks {
+        core::hint::spin_loop();
+    }
+}
+
+mod tests {
+    use super::*;
+    use crate::{check, ktest};
+
+    ktest!(
+        fn tsc_frequency_is_plausible() {
+            let hz = tsc_hz();
+            check!(
+                (100_000_000..=20_000_000_000).contains(&hz),
+                "TSC at {} Hz",
+                hz
+            );
+            Ok(())
+        }
+    );
+
+    ktest!(
+        fn recalibration_agrees() {
+            // TCG timing is noisy: a second, shorter measurement must agree within 25%.
+            let again = measure_tsc_hz(5);
+            let hz = tsc_hz();
+            check!(
+                again.abs_diff(hz) < hz / 4,
+                "calibrated {} Hz, now {} Hz",
+                hz,
+                again
+            );
+            Ok(())
+        }
+    );
+
+    ktest!(
+        fn uptime_is_monotonic_and_advances() {
+            let first = uptime_us();
+            busy_wait_us(2000);
+            let second = uptime_us();
+            check!(second >= first + 2000, "{} -> {}", first, second);
+            Ok(())
+        }
+    );
+
+    ktest!(
+        fn tick_conversions_agree() {
+            let hz = tsc_hz();
+            check!(ticks_to_us(hz) == 1_000_000);
+            check!(ticks_to_ns(hz) == 1_000_000_000);
+            check!(ticks_to_us(hz / 2) == 500_000 || hz % 2 == 1);
+            Ok(())
+        }
+    );
+}
