@@ -119,11 +119,8 @@ impl BootInfo {
         // SAFETY: the loader put a start info at this address and the boot
         // page tables map all of low memory; read_unaligned copes with any
         // placement.
-        let info: StartInfo = unsafe {
-            phys_to_ptr(start_info_phys)
-                .cast::<StartInfo>()
-                .read_unaligned()
-        };
+        let info: StartInfo =
+            unsafe { phys_to_ptr(start_info_phys).cast::<StartInfo>().read_unaligned() };
         if info.magic != START_INFO_MAGIC {
             return Err(BootInfoError::BadMagic(info.magic));
         }
@@ -141,9 +138,7 @@ impl BootInfo {
             cmdline: [0; MAX_CMDLINE_BYTES],
             cmdline_len: 0,
             cmdline_truncated: false,
-            rsdp: PhysAddr::try_new(info.rsdp_paddr)
-                .ok()
-                .filter(|rsdp| !rsdp.is_null()),
+            rsdp: PhysAddr::try_new(info.rsdp_paddr).ok().filter(|rsdp| !rsdp.is_null()),
             start_info: start_info_phys,
         };
         for index in 0..info.memmap_entries as usize {
@@ -151,11 +146,8 @@ impl BootInfo {
                 PhysAddr::new(info.memmap_paddr + (index * size_of::<MemmapEntry>()) as u64);
             // SAFETY: the loader promises `memmap_entries` entries at
             // `memmap_paddr`, inside mapped low memory.
-            let entry: MemmapEntry = unsafe {
-                phys_to_ptr(entry_phys)
-                    .cast::<MemmapEntry>()
-                    .read_unaligned()
-            };
+            let entry: MemmapEntry =
+                unsafe { phys_to_ptr(entry_phys).cast::<MemmapEntry>().read_unaligned() };
             // An address beyond 52 bits cannot be real memory: ignore it.
             let Ok(start) = PhysAddr::try_new(entry.addr) else {
                 boot_info.dropped_regions += 1;
@@ -205,9 +197,7 @@ impl BootInfo {
 
     /// Usable RAM regions only.
     pub fn ram_regions(&self) -> impl Iterator<Item = &MemoryRegion> {
-        self.regions()
-            .iter()
-            .filter(|region| region.kind == RegionKind::Ram)
+        self.regions().iter().filter(|region| region.kind == RegionKind::Ram)
     }
 
     /// The kernel command line (non-UTF-8 bytes make it empty, with a warning
@@ -226,9 +216,7 @@ pub fn set(info: BootInfo) -> &'static BootInfo {
 
 /// The boot info; panics if called before `set` (a kernel bug).
 pub fn get() -> &'static BootInfo {
-    BOOT_INFO
-        .get()
-        .expect("boot info used before it was parsed")
+    BOOT_INFO.get().expect("boot info used before it was parsed")
 }
 
 mod tests {
@@ -259,12 +247,7 @@ mod tests {
             let info = get();
             for (i, a) in info.ram_regions().enumerate() {
                 for b in info.ram_regions().skip(i + 1) {
-                    check!(
-                        a.end() <= b.start || b.end() <= a.start,
-                        "{:?} overlaps {:?}",
-                        a,
-                        b
-                    );
+                    check!(a.end() <= b.start || b.end() <= a.start, "{:?} overlaps {:?}", a, b);
                 }
             }
             Ok(())
@@ -274,11 +257,7 @@ mod tests {
     ktest!(
         fn cmdline_selects_test_mode() {
             let cmdline = check_ok!(get().cmdline());
-            check!(
-                cmdline.split_whitespace().any(|word| word == "ktest"),
-                "cmdline {:?}",
-                cmdline
-            );
+            check!(cmdline.split_whitespace().any(|word| word == "ktest"), "cmdline {:?}", cmdline);
             Ok(())
         }
     );

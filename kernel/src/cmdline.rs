@@ -43,6 +43,8 @@ pub struct Options<'a> {
     pub test_filter: Option<&'a str>,
     /// `ktest.skip=<name,name,...>`.
     pub test_skip: Option<&'a str>,
+    /// `ktest.after=<name>`: resume after this test (used after a crash).
+    pub test_after: Option<&'a str>,
     problems: [Option<Problem<'a>>; MAX_PROBLEMS],
     /// Problems beyond the ones kept.
     pub extra_problems: usize,
@@ -56,6 +58,7 @@ impl<'a> Options<'a> {
             mode: Mode::Shell,
             test_filter: None,
             test_skip: None,
+            test_after: None,
             problems: [None; MAX_PROBLEMS],
             extra_problems: 0,
         };
@@ -73,6 +76,7 @@ impl<'a> Options<'a> {
                 ("bench", None) => options.mode = Mode::Bench,
                 ("ktest.filter", Some(filter)) => options.test_filter = Some(filter),
                 ("ktest.skip", Some(skip)) => options.test_skip = Some(skip),
+                ("ktest.after", Some(after)) => options.test_after = Some(after),
                 _ => options.report(Problem::UnknownOption(word)),
             }
         }
@@ -108,11 +112,14 @@ mod tests {
 
     ktest!(
         fn known_options_parse() {
-            let options = Options::parse("  log=debug ktest ktest.skip=a::b,c::d ktest.filter=mm ");
+            let options = Options::parse(
+                "  log=debug ktest ktest.skip=a::b,c::d ktest.filter=mm ktest.after=x::y",
+            );
             check_eq!(options.mode, Mode::Test);
             check_eq!(options.log_level, log::LevelFilter::Debug);
             check_eq!(options.test_skip, Some("a::b,c::d"));
             check_eq!(options.test_filter, Some("mm"));
+            check_eq!(options.test_after, Some("x::y"));
             check_eq!(options.problems().count(), 0);
             Ok(())
         }
@@ -126,13 +133,7 @@ mod tests {
             let problems: alloc::vec::Vec<_> = options.problems().collect();
             check_eq!(problems.len(), 3);
             check_eq!(problems[0], Problem::UnknownOption("frobnicate=1"));
-            check_eq!(
-                problems[1],
-                Problem::BadValue {
-                    key: "log",
-                    value: "loud"
-                }
-            );
+            check_eq!(problems[1], Problem::BadValue { key: "log", value: "loud" });
             check_eq!(problems[2], Problem::UnknownOption("quiet"));
             Ok(())
         }
@@ -143,11 +144,7 @@ mod tests {
             let options = Options::parse("a b c d e f g h i j");
             check_eq!(options.problems().count(), 8);
             check_eq!(options.extra_problems, 2);
-            check!(
-                options
-                    .problems()
-                    .all(|p| matches!(p, Problem::UnknownOption(_)))
-            );
+            check!(options.problems().all(|p| matches!(p, Problem::UnknownOption(_))));
             Ok(())
         }
     );

@@ -55,11 +55,7 @@ extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
 
     mm::init(info);
     let frames = mm::frame::stats();
-    log::info!(
-        "memory: {} MiB usable, {} MiB free",
-        frames.usable >> 8,
-        frames.free >> 8
-    );
+    log::info!("memory: {} MiB usable, {} MiB free", frames.usable >> 8, frames.free >> 8);
     log::info!("boot: ready in {} us", time::uptime_us());
 
     match options.mode {
@@ -67,12 +63,9 @@ extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
             let summary = ktest::run(ktest::Selection {
                 filter: options.test_filter,
                 skip: options.test_skip,
+                after: options.test_after,
             });
-            exit_qemu(if summary.failed == 0 {
-                ExitCode::Success
-            } else {
-                ExitCode::Failure
-            })
+            exit_qemu(if summary.failed == 0 { ExitCode::Success } else { ExitCode::Failure })
         }
         Mode::Bench => {
             kprintln!("bench: no in-kernel benchmarks yet");
@@ -87,10 +80,7 @@ fn report_cmdline_problems(info: &BootInfo, options: &Options) {
         log::warn!("cmdline: not UTF-8, ignored");
     }
     if info.cmdline_truncated {
-        log::warn!(
-            "cmdline: longer than {} bytes, truncated",
-            boot_info::MAX_CMDLINE_BYTES
-        );
+        log::warn!("cmdline: longer than {} bytes, truncated", boot_info::MAX_CMDLINE_BYTES);
     }
     for problem in options.problems() {
         match problem {

@@ -17,51 +17,15 @@ struct Command {
 }
 
 const COMMANDS: &[Command] = &[
-    Command {
-        name: "help",
-        help: "list commands",
-        run: |_| help(),
-    },
-    Command {
-        name: "mem",
-        help: "frame and heap usage",
-        run: |_| mem(),
-    },
-    Command {
-        name: "log",
-        help: "dump the in-memory log ring",
-        run: |_| dump_log(),
-    },
-    Command {
-        name: "uptime",
-        help: "time since boot",
-        run: |_| uptime(),
-    },
-    Command {
-        name: "cmdline",
-        help: "the kernel command line",
-        run: |_| cmdline(),
-    },
-    Command {
-        name: "tests",
-        help: "list in-kernel tests",
-        run: |_| list_tests(),
-    },
-    Command {
-        name: "ktest",
-        help: "ktest [filter]: run in-kernel tests",
-        run: run_tests,
-    },
-    Command {
-        name: "int3",
-        help: "take a breakpoint exception and return",
-        run: |_| int3(),
-    },
-    Command {
-        name: "exit",
-        help: "power off (ends QEMU)",
-        run: |_| exit_qemu(ExitCode::Success),
-    },
+    Command { name: "help", help: "list commands", run: |_| help() },
+    Command { name: "mem", help: "frame and heap usage", run: |_| mem() },
+    Command { name: "log", help: "dump the in-memory log ring", run: |_| dump_log() },
+    Command { name: "uptime", help: "time since boot", run: |_| uptime() },
+    Command { name: "cmdline", help: "the kernel command line", run: |_| cmdline() },
+    Command { name: "tests", help: "list in-kernel tests", run: |_| list_tests() },
+    Command { name: "ktest", help: "ktest [filter]: run in-kernel tests", run: run_tests },
+    Command { name: "int3", help: "take a breakpoint exception and return", run: |_| int3() },
+    Command { name: "exit", help: "power off (ends QEMU)", run: |_| exit_qemu(ExitCode::Success) },
 ];
 
 /// Runs the shell forever.
@@ -121,7 +85,7 @@ fn mem() {
         "frames: {} free of {} ({} MiB free)",
         frames.free,
         frames.usable,
-        frames.free * crate::mm::PAGE_SIZE >> 20
+        (frames.free * crate::mm::PAGE_SIZE) >> 20
     );
     kprintln!(
         "heap:   {} KiB in {} allocations, {} KiB claimed",
@@ -141,10 +105,7 @@ fn uptime() {
 }
 
 fn cmdline() {
-    kprintln!(
-        "{:?}",
-        crate::boot_info::get().cmdline().unwrap_or("<not UTF-8>")
-    );
+    kprintln!("{:?}", crate::boot_info::get().cmdline().unwrap_or("<not UTF-8>"));
 }
 
 fn list_tests() {
@@ -155,13 +116,10 @@ fn list_tests() {
 
 fn run_tests(filter: &str) {
     let filter = (!filter.is_empty()).then_some(filter);
-    crate::ktest::run(crate::ktest::Selection { filter, skip: None });
+    crate::ktest::run(crate::ktest::Selection { filter, ..Default::default() });
 }
 
 fn int3() {
     x86_64::instructions::interrupts::int3();
-    kprintln!(
-        "breakpoint returned ({} taken)",
-        crate::arch::exceptions::breakpoint_count()
-    );
+    kprintln!("breakpoint returned ({} taken)", crate::arch::exceptions::breakpoint_count());
 }

@@ -98,11 +98,7 @@ mod tests {
     ktest!(
         fn tsc_frequency_is_plausible() {
             let hz = tsc_hz();
-            check!(
-                (100_000_000..=20_000_000_000).contains(&hz),
-                "TSC at {} Hz",
-                hz
-            );
+            check!((100_000_000..=20_000_000_000).contains(&hz), "TSC at {} Hz", hz);
             Ok(())
         }
     );
@@ -112,12 +108,7 @@ mod tests {
             // TCG timing is noisy: a second, shorter measurement must agree within 25%.
             let again = measure_tsc_hz(5);
             let hz = tsc_hz();
-            check!(
-                again.abs_diff(hz) < hz / 4,
-                "calibrated {} Hz, now {} Hz",
-                hz,
-                again
-            );
+            check!(again.abs_diff(hz) < hz / 4, "calibrated {} Hz, now {} Hz", hz, again);
             Ok(())
         }
     );

@@ -209,9 +209,7 @@ impl Ctx {
             .current_dir(&self.root)
             .status()
             .map_err(|e| format!("cannot run cargo: {e}"))?;
-        st.success()
-            .then_some(())
-            .ok_or_else(|| format!("cargo clean failed ({st})"))
+        st.success().then_some(()).ok_or_else(|| format!("cargo clean failed ({st})"))
     }
 }
 

@@ -118,9 +118,7 @@ pub fn cargo_test(cargo: &str, root: &Path) -> HostRun {
         Ok(st) if st.success() => None,
         // Test failures are already counted; only report what is not.
         Ok(_) if totals.failed > 0 => None,
-        Ok(st) => Some(format!(
-            "cargo test failed ({st}) without failing tests: build error?"
-        )),
+        Ok(st) => Some(format!("cargo test failed ({st}) without failing tests: build error?")),
         Err(e) => Some(format!("cargo test: {e}")),
     };
     let error = error.or_else(|| {
@@ -140,11 +138,8 @@ pub fn run_commands(list: &[HostCommand], root: &Path) -> (u64, Vec<String>) {
             continue;
         }
         println!("==> {}: {} {}", c.name, c.program, c.args.join(" "));
-        let st = Command::new(c.program)
-            .args(c.args)
-            .current_dir(root)
-            .stdin(Stdio::null())
-            .status();
+        let st =
+            Command::new(c.program).args(c.args).current_dir(root).stdin(Stdio::null()).status();
         match st {
             Ok(s) if s.success() => {
                 println!("{} ... ok", c.name);

@@ -3,9 +3,12 @@
 //!
 //! Restart logic: a boot that ends while a test is in progress (panic, triple
 //! fault, or per-test timeout) marks that test FAILED and boots again with
-//! `ktest.skip=` listing every test already reported plus the crashed one.
-//! Each restart grows the skip list by at least one name, so the loop ends
-//! after at most (number of tests + 1) boots. A boot that goes wrong with no
+//! `ktest.after=<crashed test>`: the kernel runs its tests in a fixed (name)
+//! order and starts after that one, so the command line stays short however
+//! many tests ran. The runner still tracks every test already reported; a
+//! test reported twice or a crash in a test that should have been passed
+//! over stops the suite. Each restart moves past at least one test, so the
+//! loop ends after at most (number of tests + 1) boots. A boot that goes wrong with no
 //! test in progress cannot be made progress on by restarting: it is reported
 //! as an error and the suite stops.
 //!
@@ -79,22 +82,23 @@ pub struct SuiteResult {
 
 impl SuiteResult {
     pub fn passed(&self) -> usize {
-        self.records
-            .iter()
-            .filter(|r| r.outcome == Outcome::Passed)
-            .count()
+        self.records.iter().filter(|r| r.outcome == Outcome::Passed).count()
     }
     pub fn failed(&self) -> impl Iterator<Item = &TestRecord> {
         self.records.iter().filter(|r| r.outcome != Outcome::Passed)
     }
 }
 
-/// The kernel command line for one boot.
-pub fn cmdline(base: &[String], skip: &BTreeSet<String>) -> String {
+/// The kernel command line for one boot: the user's skip list, and after a
+/// crash the test to resume after.
+pub fn cmdline(base: &[String], skip: &BTreeSet<String>, after: Option<&str>) -> String {
     let mut words: Vec<String> = base.iter().filter(|w| !w.is_empty()).cloned().collect();
     if !skip.is_empty() {
         let list: Vec<&str> = skip.iter().map(String::as_str).collect();
         words.push(format!("ktest.skip={}", list.join(",")));
+    }
+    if let Some(after) = after {
+        words.push(format!("ktest.after={after}"));
     }
     words.join(" ")
 }
@@ -123,11 +127,7 @@ enum Decision {
 }
 
 fn decide(end: &BootEnd, st: &BootState) -> Decision {
-    let panic = st
-        .panic
-        .as_deref()
-        .map(|p| format!(": {p}"))
-        .unwrap_or_default();
+    let panic = st.panic.as_deref().map(|p| format!(": {p}")).unwrap_or_default();
     if let Some(name) = &st.in_progress {
         let reason = match end {
             BootEnd::TestTimeout(d) => format!("timeout after {} s", d.as_secs()),
@@ -135,30 +135,25 @@ fn decide(end: &BootEnd, st: &BootState) -> Decision {
             BootEnd::Exited(k) => format!("crashed: {}{panic}", k.short()),
             BootEnd::LaunchError(e) => format!("QEMU error: {e}"),
         };
-        return Decision::Restart {
-            name: name.clone(),
-            reason,
-        };
+        return Decision::Restart { name: name.clone(), reason };
     }
     match (end, st.summary) {
         (BootEnd::Exited(KernelExit::Success), Some((_, 0))) => Decision::Done,
         (BootEnd::Exited(KernelExit::Failure), Some((_, f))) if f > 0 => Decision::Done,
-        (BootEnd::Exited(KernelExit::Success), Some((_, f))) => Decision::Stop(format!(
-            "kernel summary says {f} failed but it exited with success"
-        )),
-        (BootEnd::Exited(k), Some(_)) => Decision::Stop(format!(
-            "kernel printed its summary, then: {}{panic}",
-            k.describe()
-        )),
+        (BootEnd::Exited(KernelExit::Success), Some((_, f))) => {
+            Decision::Stop(format!("kernel summary says {f} failed but it exited with success"))
+        }
+        (BootEnd::Exited(k), Some(_)) => {
+            Decision::Stop(format!("kernel printed its summary, then: {}{panic}", k.describe()))
+        }
         (BootEnd::Exited(KernelExit::Success), None) => Decision::Stop(
             "kernel exited with success but printed no `ktest:` summary \
              (does it understand the `ktest` command line?)"
                 .into(),
         ),
-        (BootEnd::Exited(k), None) => Decision::Stop(format!(
-            "boot ended with no test in progress: {}{panic}",
-            k.describe()
-        )),
+        (BootEnd::Exited(k), None) => {
+            Decision::Stop(format!("boot ended with no test in progress: {}{panic}", k.describe()))
+        }
         (BootEnd::TestTimeout(d) | BootEnd::Stalled(d), _) => Decision::Stop(format!(
             "no test progress for {} s with no test in progress; QEMU killed",
             d.as_secs()
@@ -176,14 +171,14 @@ pub fn run_suite(
 ) -> SuiteResult {
     let mut res = SuiteResult::default();
     let mut skip = opts.skip.clone();
+    let mut resume_after: Option<String> = None;
     loop {
         if res.boots >= opts.max_boots.max(1) {
-            res.errors
-                .push(format!("gave up after {} boots (restart loop?)", res.boots));
+            res.errors.push(format!("gave up after {} boots (restart loop?)", res.boots));
             break;
         }
         res.boots += 1;
-        let line = cmdline(&opts.base_cmdline, &skip);
+        let line = cmdline(&opts.base_cmdline, &opts.skip, resume_after.as_deref());
         if res.boots > 1 {
             out(&format!("ktest: boot #{}: {line}", res.boots));
         }
@@ -213,7 +208,7 @@ pub fn run_suite(
             Decision::Restart { name, reason } => {
                 if skipped_before.contains(&name) {
                     let msg = format!(
-                        "kernel crashed in {name} although ktest.skip listed it; not restarting again"
+                        "kernel crashed in {name} although it already ran or was skipped; not restarting again"
                     );
                     out(&format!("ktest: error: {msg}"));
                     res.errors.push(msg);
@@ -227,9 +222,10 @@ pub fn run_suite(
                 });
                 skip.extend(res.records.iter().map(|r| r.name.clone()));
                 out(&format!(
-                    "ktest: restarting the kernel, skipping {} test(s) already run",
-                    skip.len()
+                    "ktest: restarting the kernel after {name} ({} test(s) already run)",
+                    res.records.len()
                 ));
+                resume_after = Some(name);
             }
         }
     }
@@ -251,11 +247,7 @@ fn on_event(
     let awaiting = st.awaiting_message.take();
     match ev {
         Event::Started(name) => st.in_progress = Some(name.clone()),
-        Event::Result {
-            name,
-            verdict,
-            micros,
-        } => {
+        Event::Result { name, verdict, micros } => {
             st.in_progress = None;
             st.results_this_boot += 1;
             let time = micros.map(|m| format!(" ({m} us)")).unwrap_or_default();
@@ -265,7 +257,7 @@ fn on_event(
             };
             out(&format!("test {name} ... {word}{time}"));
             if skipped.contains(name) || res.records.iter().any(|r| &r.name == name) {
-                let msg = format!("kernel reported {name} twice (ktest.skip ignored?)");
+                let msg = format!("kernel reported {name} twice (ktest.skip/ktest.after ignored?)");
                 out(&format!("ktest: error: {msg}"));
                 res.errors.push(msg);
                 return;
@@ -284,9 +276,7 @@ fn on_event(
         }
         Event::Summary { passed, failed } => {
             st.summary = Some((*passed, *failed));
-            out(&format!(
-                "ktest: {passed} passed, {failed} failed (this boot)"
-            ));
+            out(&format!("ktest: {passed} passed, {failed} failed (this boot)"));
         }
         Event::Log(line) => {
             // The kernel prints `    <message> at <file:line>` right after
@@ -342,21 +332,15 @@ impl QemuBooter {
                 }
             }
         }
-        Self {
-            qemu,
-            limits,
-            log_dir,
-            boots: 0,
-        }
+        Self { qemu, limits, log_dir, boots: 0 }
     }
 }
 
 impl Booter for QemuBooter {
     fn boot(&mut self, cmdline: &str, on_event: &mut dyn FnMut(&Event)) -> BootEnd {
         self.boots += 1;
-        let log_path = self
-            .log_dir
-            .join(format!("ktest-smp{}-boot{}.log", self.qemu.smp, self.boots));
+        let log_path =
+            self.log_dir.join(format!("ktest-smp{}-boot{}.log", self.qemu.smp, self.boots));
         let mut log = File::create(&log_path).ok();
         let cmd = self.qemu.command(cmdline, Serial::Stdio, &[]);
         let mut qemu = match Streaming::spawn(cmd) {
@@ -437,10 +421,7 @@ mod tests {
     }
 
     fn run(boots: Vec<(&'static str, BootEnd)>) -> (SuiteResult, Vec<String>, Vec<String>) {
-        let mut fake = Fake {
-            boots,
-            cmdlines: vec![],
-        };
+        let mut fake = Fake { boots, cmdlines: vec![] };
         let opts = SuiteOptions {
             base_cmdline: vec!["ktest".into()],
             max_boots: 20,
@@ -488,21 +469,11 @@ mod tests {
     #[test]
     fn panic_restarts_with_skip_list() {
         let (res, cmds, _) = run(vec![
-            (
-                "test a::x ... ok (3 us)\ntest a::boom ... \npanicked at src/a.rs:3:5: boom\n",
-                FAIL,
-            ),
+            ("test a::x ... ok (3 us)\ntest a::boom ... \npanicked at src/a.rs:3:5: boom\n", FAIL),
             ("test b::tf ... ", RESET),
             ("test c::z ... ok (2 us)\nktest: 1 passed, 0 failed\n", OK),
         ]);
-        assert_eq!(
-            cmds,
-            vec![
-                "ktest",
-                "ktest ktest.skip=a::boom,a::x",
-                "ktest ktest.skip=a::boom,a::x,b::tf",
-            ]
-        );
+        assert_eq!(cmds, vec!["ktest", "ktest ktest.after=a::boom", "ktest ktest.after=b::tf",]);
         assert!(res.errors.is_empty(), "{:?}", res.errors);
         assert_eq!(res.passed(), 2);
         let failed: Vec<_> = res.failed().collect();
@@ -520,16 +491,10 @@ mod tests {
     #[test]
     fn timeout_marks_test_and_restarts() {
         let (res, cmds, _) = run(vec![
-            (
-                "test a::hang ... ",
-                BootEnd::TestTimeout(Duration::from_secs(60)),
-            ),
-            (
-                "test a::next ... ok (1 us)\nktest: 1 passed, 0 failed\n",
-                OK,
-            ),
+            ("test a::hang ... ", BootEnd::TestTimeout(Duration::from_secs(60))),
+            ("test a::next ... ok (1 us)\nktest: 1 passed, 0 failed\n", OK),
         ]);
-        assert_eq!(cmds[1], "ktest ktest.skip=a::hang");
+        assert_eq!(cmds[1], "ktest ktest.after=a::hang");
         assert_eq!(
             res.failed().next().unwrap().outcome,
             Outcome::Failed("timeout after 60 s".into())
@@ -547,7 +512,7 @@ mod tests {
 
     #[test]
     fn kernel_ignoring_skip_does_not_loop() {
-        // The kernel keeps crashing in the same test despite ktest.skip.
+        // The kernel keeps crashing in the same test despite ktest.after.
         let crash = || ("test a::boom ... \npanic\n", FAIL);
         let (res, cmds, _) = run(vec![crash(), crash(), crash()]);
         assert_eq!(cmds.len(), 2);
@@ -564,33 +529,24 @@ mod tests {
 
     #[test]
     fn inconsistent_exit_is_an_error() {
-        let (res, _, _) = run(vec![(
-            "test a::x ... FAILED (1 us)\nktest: 0 passed, 1 failed\n",
-            OK,
-        )]);
+        let (res, _, _) =
+            run(vec![("test a::x ... FAILED (1 us)\nktest: 0 passed, 1 failed\n", OK)]);
         assert_eq!(res.errors.len(), 1);
         let (res, _, _) = run(vec![(
             "test a::x ... ok (1 us)\nktest: 1 passed, 0 failed\npanic in shutdown\n",
             FAIL,
         )]);
-        assert!(
-            res.errors[0].contains("panic in shutdown"),
-            "{:?}",
-            res.errors
-        );
+        assert!(res.errors[0].contains("panic in shutdown"), "{:?}", res.errors);
     }
 
     #[test]
     fn cmdline_building() {
         let base = vec!["ktest".to_string(), "ktest.filter=virtio".to_string()];
         let skip: BTreeSet<String> = ["b::y".to_string(), "a::x".to_string()].into();
+        assert_eq!(cmdline(&base, &skip, None), "ktest ktest.filter=virtio ktest.skip=a::x,b::y");
         assert_eq!(
-            cmdline(&base, &skip),
-            "ktest ktest.filter=virtio ktest.skip=a::x,b::y"
-        );
-        assert_eq!(
-            cmdline(&base, &BTreeSet::new()),
-            "ktest ktest.filter=virtio"
+            cmdline(&base, &BTreeSet::new(), Some("c::z")),
+            "ktest ktest.filter=virtio ktest.after=c::z"
         );
     }
 
@@ -606,12 +562,9 @@ mod tests {
 while [ $# -gt 0 ]; do [ "$1" = "-append" ] && APPEND="$2"; shift; done
 case "$APPEND" in
   *stall*) exec sleep 30 ;;
-  *a::hang*) ;;
+  *after=a::boom*) printf 'test b::fine ... ok (2 us)\nktest: 1 passed, 0 failed\n'; exit 33 ;;
+  *after=a::hang*) printf 'test a::boom ... \npanicked at x.rs:1:1: boom\n'; exit 35 ;;
   *) printf 'test a::ok ... ok (1 us)\ntest a::hang ... '; exec sleep 30 ;;
-esac
-case "$APPEND" in
-  *a::boom*) printf 'test b::fine ... ok (2 us)\nktest: 1 passed, 0 failed\n'; exit 33 ;;
-  *) printf 'test a::boom ... \npanicked at x.rs:1:1: boom\n'; exit 35 ;;
 esac
 "#;
 
@@ -623,17 +576,8 @@ esac
             std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
             std::fs::write(dir.join("ktest-smp2-boot9.log"), "stale").unwrap();
             let b = QemuBooter::new(
-                Qemu {
-                    bin,
-                    kernel: "k".into(),
-                    disk: "d".into(),
-                    smp: 2,
-                    accel: Accel::Tcg,
-                },
-                Limits {
-                    per_test: Duration::from_secs(1),
-                    stall: Duration::from_secs(1),
-                },
+                Qemu { bin, kernel: "k".into(), disk: "d".into(), smp: 2, accel: Accel::Tcg },
+                Limits { per_test: Duration::from_secs(1), stall: Duration::from_secs(1) },
                 dir.clone(),
             );
             assert!(!dir.join("ktest-smp2-boot9.log").exists());
@@ -668,11 +612,7 @@ esac
             };
             let res = run_suite(&mut b, &opts, &mut |_| {});
             assert_eq!(res.boots, 1);
-            assert!(
-                res.errors[0].contains("no test progress"),
-                "{:?}",
-                res.errors
-            );
+            assert!(res.errors[0].contains("no test progress"), "{:?}", res.errors);
         }
     }
 }

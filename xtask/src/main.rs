@@ -105,11 +105,7 @@ fn main() {
             let code = test_cmd::test(&ctx, &args);
             std::process::exit(code);
         }
-        Cmd::BootLog {
-            boot,
-            timeout,
-            echo,
-        } => ctx.boot_log(&boot, timeout, echo),
+        Cmd::BootLog { boot, timeout, echo } => ctx.boot_log(&boot, timeout, echo),
         Cmd::Debug { boot, timeout } => ctx.debug(&boot, timeout),
         Cmd::Bench { boot, timeout } => ctx.bench(&boot, timeout),
         Cmd::Clean => ctx.clean(),

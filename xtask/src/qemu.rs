@@ -68,11 +68,7 @@ pub fn choose_accel(choice: AccelChoice) -> (Accel, String) {
         AccelChoice::Kvm => (Accel::Kvm, "requested with --accel kvm".into()),
         AccelChoice::Tcg => (Accel::Tcg, "requested with --accel tcg".into()),
         AccelChoice::Auto => {
-            let kvm_ok = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open("/dev/kvm")
-                .is_ok();
+            let kvm_ok = OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
             let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
             decide_accel(kvm_ok, &cpuinfo)
         }
@@ -136,17 +132,9 @@ impl Qemu {
             .collect();
         a.push(self.smp.to_string());
         a.extend(
-            [
-                "-m",
-                "512M",
-                "-no-reboot",
-                "-display",
-                "none",
-                "-serial",
-                serial,
-            ]
-            .iter()
-            .map(|s| s.to_string()),
+            ["-m", "512M", "-no-reboot", "-display", "none", "-serial", serial]
+                .iter()
+                .map(|s| s.to_string()),
         );
         a.push("-device".into());
         a.push(format!("isa-debug-exit,{DEBUG_EXIT_PORT}"));
@@ -155,10 +143,7 @@ impl Qemu {
         a.push("-append".into());
         a.push(cmdline.into());
         a.push("-drive".into());
-        a.push(format!(
-            "file={},if=none,id=d0,format=raw",
-            self.disk.display()
-        ));
+        a.push(format!("file={},if=none,id=d0,format=raw", self.disk.display()));
         a.push("-device".into());
         a.push("virtio-blk-pci,drive=d0,disable-legacy=on".into());
         a.push("-device".into());
@@ -294,15 +279,10 @@ pub fn kill(child: &mut Child) {
 
 /// Run `cmd` with inherited stdio (interactive) under a hard timeout.
 pub fn run_interactive(mut cmd: Command, timeout: Duration) -> Result<KernelExit, String> {
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {QEMU_BIN}: {e}"))?;
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start {QEMU_BIN}: {e}"))?;
     match wait_with_timeout(&mut child, timeout).map_err(|e| e.to_string())? {
         Some(st) => Ok(KernelExit::from_status(st)),
-        None => Err(format!(
-            "timed out after {}s; QEMU killed",
-            timeout.as_secs()
-        )),
+        None => Err(format!("timed out after {}s; QEMU killed", timeout.as_secs())),
     }
 }
 
@@ -326,9 +306,7 @@ pub struct Streaming {
 impl Streaming {
     pub fn spawn(mut cmd: Command) -> Result<Self, String> {
         cmd.stdin(Stdio::null()).stdout(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {QEMU_BIN}: {e}"))?;
+        let mut child = cmd.spawn().map_err(|e| format!("cannot start {QEMU_BIN}: {e}"))?;
         let mut out = child.stdout.take().expect("stdout is piped");
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
@@ -350,11 +328,7 @@ impl Streaming {
                 }
             }
         });
-        Ok(Self {
-            child,
-            rx,
-            eof: false,
-        })
+        Ok(Self { child, rx, eof: false })
     }
 
     /// Next piece of output, or `Timeout` once `deadline` passes.
@@ -434,9 +408,6 @@ mod tests {
              -device virtio-blk-pci,drive=d0,disable-legacy=on -device virtio-gpu-pci \
              -accel tcg,thread=multi"
         );
-        assert!(
-            q.args("", Serial::MonStdio)
-                .contains(&"mon:stdio".to_string())
-        );
+        assert!(q.args("", Serial::MonStdio).contains(&"mon:stdio".to_string()));
     }
 }

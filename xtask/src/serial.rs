@@ -24,11 +24,7 @@ pub enum Event {
     /// `test NAME ... ` printed; the test is now running.
     Started(String),
     /// The result of a test, with its duration if printed.
-    Result {
-        name: String,
-        verdict: Verdict,
-        micros: Option<u64>,
-    },
+    Result { name: String, verdict: Verdict, micros: Option<u64> },
     /// `ktest: N passed, M failed`: the kernel's end-of-run summary.
     Summary { passed: u64, failed: u64 },
     /// Any other complete line (log output, panic messages, ...).
@@ -102,11 +98,7 @@ impl Parser {
                     // a consistent Started -> Result sequence.
                     out.push(Event::Started(name.to_string()));
                 }
-                out.push(Event::Result {
-                    name: name.to_string(),
-                    verdict,
-                    micros,
-                });
+                out.push(Event::Result { name: name.to_string(), verdict, micros });
                 return;
             }
             // A start marker followed by something else (interleaved log or
@@ -125,11 +117,7 @@ impl Parser {
             && let Some((verdict, micros)) = result_verdict(line.trim_start())
         {
             self.in_progress = None;
-            out.push(Event::Result {
-                name,
-                verdict,
-                micros,
-            });
+            out.push(Event::Result { name, verdict, micros });
             return;
         }
         if let Some((passed, failed)) = parse_summary(line) {
@@ -202,11 +190,7 @@ mod tests {
         Event::Started(n.into())
     }
     fn res(n: &str, v: Verdict, us: Option<u64>) -> Event {
-        Event::Result {
-            name: n.into(),
-            verdict: v,
-            micros: us,
-        }
+        Event::Result { name: n.into(), verdict: v, micros: us }
     }
 
     #[test]
@@ -223,10 +207,7 @@ mod tests {
                 res("mm::alloc", Verdict::Ok, Some(12)),
                 started("virtio::queue"),
                 res("virtio::queue", Verdict::Failed, Some(340)),
-                Event::Summary {
-                    passed: 1,
-                    failed: 1
-                },
+                Event::Summary { passed: 1, failed: 1 },
             ]
         );
     }
@@ -239,10 +220,7 @@ mod tests {
         assert_eq!(p.in_progress(), Some("smp::ipi"));
         // Result arrives in pieces; start must not be repeated.
         assert_eq!(p.feed("ok (5"), vec![]);
-        assert_eq!(
-            p.feed(" us)\r\n"),
-            vec![res("smp::ipi", Verdict::Ok, Some(5))]
-        );
+        assert_eq!(p.feed(" us)\r\n"), vec![res("smp::ipi", Verdict::Ok, Some(5))]);
         assert_eq!(p.in_progress(), None);
     }
 
@@ -275,10 +253,7 @@ mod tests {
         let ev = p.feed("test mm::oom ... panicked at kernel/src/mm.rs:10: oops\n");
         assert_eq!(
             ev,
-            vec![
-                started("mm::oom"),
-                Event::Log("panicked at kernel/src/mm.rs:10: oops".into())
-            ]
+            vec![started("mm::oom"), Event::Log("panicked at kernel/src/mm.rs:10: oops".into())]
         );
         assert_eq!(p.in_progress(), Some("mm::oom"));
         // A later stray "ok" from a log line without a test running is a log.
@@ -298,23 +273,14 @@ mod tests {
         assert_eq!(p.feed("okay\n"), vec![Event::Log("okay".into())]);
         assert_eq!(p.feed("ok so far\n"), vec![Event::Log("ok so far".into())]);
         assert_eq!(p.in_progress(), Some("x::z"));
-        assert_eq!(
-            parse_all(&["test  ... ok\n"]),
-            vec![Event::Log("test  ... ok".into())]
-        );
-        assert_eq!(
-            parse_all(&["testing ... ok\n"]),
-            vec![Event::Log("testing ... ok".into())]
-        );
+        assert_eq!(parse_all(&["test  ... ok\n"]), vec![Event::Log("test  ... ok".into())]);
+        assert_eq!(parse_all(&["testing ... ok\n"]), vec![Event::Log("testing ... ok".into())]);
     }
 
     #[test]
     fn summary_variants() {
         assert_eq!(parse_summary("ktest: 3 passed, 0 failed"), Some((3, 0)));
-        assert_eq!(
-            parse_summary("[1.25] ktest: 10 passed, 2 failed"),
-            Some((10, 2))
-        );
+        assert_eq!(parse_summary("[1.25] ktest: 10 passed, 2 failed"), Some((10, 2)));
         assert_eq!(parse_summary("ktest: starting"), None);
         assert_eq!(parse_summary("ktest: x passed, 1 failed"), None);
     }

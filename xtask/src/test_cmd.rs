@@ -89,8 +89,7 @@ fn host_phase(ctx: &Ctx, t: &mut Tally) {
     let run = host::cargo_test(&ctx.cargo, &ctx.root);
     t.passed += run.totals.passed;
     let named = run.totals.failed_names.len() as u64;
-    t.failed
-        .extend(run.totals.failed_names.iter().map(|n| format!("host: {n}")));
+    t.failed.extend(run.totals.failed_names.iter().map(|n| format!("host: {n}")));
     // Failures whose names we could not parse still count.
     for _ in named..run.totals.failed {
         t.failed.push("host: (unnamed failing test)".into());
@@ -100,8 +99,7 @@ fn host_phase(ctx: &Ctx, t: &mut Tally) {
     }
     let (p, failed) = host::run_commands(host::HOST_TESTS, &ctx.root);
     t.passed += p;
-    t.failed
-        .extend(failed.into_iter().map(|n| format!("host: {n}")));
+    t.failed.extend(failed.into_iter().map(|n| format!("host: {n}")));
 }
 
 fn kernel_phase(ctx: &Ctx, args: &TestArgs, t: &mut Tally) {
@@ -109,11 +107,7 @@ fn kernel_phase(ctx: &Ctx, args: &TestArgs, t: &mut Tally) {
         t.failed.push(format!("kernel: {e}"));
         return;
     }
-    let smps = if args.smp.is_empty() {
-        KTEST_SMP.to_vec()
-    } else {
-        args.smp.clone()
-    };
+    let smps = if args.smp.is_empty() { KTEST_SMP.to_vec() } else { args.smp.clone() };
     let mut words = String::from("ktest");
     if let Some(f) = &args.filter {
         words.push_str(&format!(" ktest.filter={f}"));
@@ -165,7 +159,6 @@ fn kernel_phase(ctx: &Ctx, args: &TestArgs, t: &mut Tally) {
                 t.failed.push(format!("{label}: {} ({why})", r.name));
             }
         }
-        t.failed
-            .extend(res.errors.iter().map(|e| format!("{label}: {e}")));
+        t.failed.extend(res.errors.iter().map(|e| format!("{label}: {e}")));
     }
 }

@@ -58,11 +58,8 @@ pub(super) fn handle(frame: &mut InterruptFrame) {
         BREAKPOINTS.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    let address = if vector == PAGE_FAULT_VECTOR {
-        x86_64::registers::control::Cr2::read_raw()
-    } else {
-        0
-    };
+    let address =
+        if vector == PAGE_FAULT_VECTOR { x86_64::registers::control::Cr2::read_raw() } else { 0 };
     if let Some(fixup) = super::fixup::fixup_for(frame.rip, vector, address) {
         frame.rip = fixup;
         return;

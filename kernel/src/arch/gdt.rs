@@ -80,10 +80,7 @@ impl CpuTables {
             // IST entries hold the stack top; slot N's stack is the Nth.
             tss.interrupt_stack_table[usize::from(slot - 1)] = stacks.top(slot);
         }
-        Self {
-            gdt: spin::Once::new(),
-            tss,
-        }
+        Self { gdt: spin::Once::new(), tss }
     }
 
     /// Builds the GDT and loads GDT, segments and TSS on this CPU. The tables

@@ -17,9 +17,7 @@ static BSP_TABLES: spin::Once<CpuTables> = spin::Once::new();
 /// Loads the boot CPU's GDT, TSS and the IDT. Needs no heap, so faults from
 /// here on are reported instead of triple-faulting.
 pub fn init_boot_cpu() {
-    BSP_TABLES
-        .call_once(|| CpuTables::new(&BSP_IST_STACKS))
-        .load();
+    BSP_TABLES.call_once(|| CpuTables::new(&BSP_IST_STACKS)).load();
     interrupts::load_idt();
 }
 
@@ -71,10 +69,7 @@ mod tests {
                 Err(IrqError::ReservedVector(14))
             );
             check_ok!(interrupts::register_irq(0x41, record_vector));
-            check_eq!(
-                interrupts::register_irq(0x41, record_vector),
-                Err(IrqError::InUse(0x41))
-            );
+            check_eq!(interrupts::register_irq(0x41, record_vector), Err(IrqError::InUse(0x41)));
             interrupts::unregister_irq(0x41);
             Ok(())
         }
@@ -146,10 +141,7 @@ mod tests {
     ktest!(
         fn probe_reads_mapped_memory() {
             let value = 0x1234_5678_u64;
-            check_eq!(
-                fixup::probe_read_u64(&raw const value as u64),
-                Ok(0x1234_5678)
-            );
+            check_eq!(fixup::probe_read_u64(&raw const value as u64), Ok(0x1234_5678));
             Ok(())
         }
     );
@@ -166,17 +158,7 @@ mod tests {
     ktest!(
         fn null_page_is_unmapped() {
             let fault = fixup::probe_read_u64(0);
-            check!(
-                matches!(
-                    fault,
-                    Err(fixup::Fault {
-                        vector: 14,
-                        address: 0
-                    })
-                ),
-                "{:?}",
-                fault
-            );
+            check!(matches!(fault, Err(fixup::Fault { vector: 14, address: 0 })), "{:?}", fault);
             Ok(())
         }
     );

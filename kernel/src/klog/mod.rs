@@ -26,9 +26,7 @@ impl Write for Console {
     }
 }
 
-static CONSOLE: spin::Mutex<Console> = spin::Mutex::new(Console {
-    ring: LogRing::new(),
-});
+static CONSOLE: spin::Mutex<Console> = spin::Mutex::new(Console { ring: LogRing::new() });
 
 /// Runs `f` on the console with interrupts off, so an interrupt handler that
 /// logs can never spin on a lock its own CPU holds.

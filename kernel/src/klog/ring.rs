@@ -14,10 +14,7 @@ pub struct LogRing<const N: usize> {
 impl<const N: usize> LogRing<N> {
     /// An empty ring.
     pub const fn new() -> Self {
-        Self {
-            bytes: [0; N],
-            written: 0,
-        }
+        Self { bytes: [0; N], written: 0 }
     }
 
     /// Appends `data`, overwriting the oldest bytes once full.

@@ -8,7 +8,8 @@
 //!   0x11.
 //!
 //! A test fails by returning `Err` (see `check!`); a panic ends the boot, and
-//! the runner restarts the kernel with `ktest.skip=` listing what already ran.
+//! the runner restarts the kernel with `ktest.after=<crashed test>`: tests
+//! run in name order, so the next boot resumes just past the crash.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -53,10 +54,7 @@ impl TestFailure {
     /// A failure at the caller's location.
     #[track_caller]
     pub fn new(message: String) -> Self {
-        Self {
-            message,
-            location: Location::caller(),
-        }
+        Self { message, location: Location::caller() }
     }
 }
 
@@ -155,23 +153,40 @@ pub fn all_tests() -> Vec<&'static KTest> {
     sorted
 }
 
-/// What to run, from the command line (`ktest.filter=`, `ktest.skip=`).
+/// What to run, from the command line (`ktest.filter=`, `ktest.skip=`,
+/// `ktest.after=`).
 #[derive(Default, Clone, Copy)]
 pub struct Selection<'a> {
     /// Only tests whose full name contains this.
     pub filter: Option<&'a str>,
     /// Comma-separated full names not to run.
     pub skip: Option<&'a str>,
+    /// Run only the tests that come after this one in run order.
+    pub after: Option<&'a str>,
 }
 
 impl Selection<'_> {
-    /// Whether `full_name` is selected.
+    /// Whether `full_name` passes the filter and skip list (`after` depends
+    /// on the order, see `apply`).
     pub fn selects(&self, full_name: &str) -> bool {
         let filtered = self.filter.is_none_or(|filter| full_name.contains(filter));
-        let skipped = self
-            .skip
-            .is_some_and(|skip| skip.split(',').any(|skipped| skipped == full_name));
+        let skipped =
+            self.skip.is_some_and(|skip| skip.split(',').any(|skipped| skipped == full_name));
         filtered && !skipped
+    }
+
+    /// The tests to run, in run order.
+    pub fn apply(&self, tests: &[&'static KTest]) -> Vec<&'static KTest> {
+        let names: Vec<String> = tests.iter().map(|test| test.full_name()).collect();
+        let first = match self.after {
+            // An unknown name resumes nowhere: better to run nothing than to
+            // run tests twice; the runner notices the missing results.
+            Some(after) => {
+                names.iter().position(|name| name == after).map_or(tests.len(), |i| i + 1)
+            }
+            None => 0,
+        };
+        (first..tests.len()).filter(|&i| self.selects(&names[i])).map(|i| tests[i]).collect()
     }
 }
 
@@ -198,18 +213,11 @@ pub struct Summary {
 /// Runs the selected tests, printing the protocol lines.
 pub fn run(selection: Selection) -> Summary {
     let tests = all_tests();
-    let mut summary = Summary::default();
-    let selected = tests
-        .iter()
-        .filter(|test| selection.selects(&test.full_name()))
-        .count();
-    crate::kprintln!("ktest: running {} of {} tests", selected, tests.len());
-    for test in tests {
+    let selected = selection.apply(&tests);
+    let mut summary = Summary { skipped: tests.len() - selected.len(), ..Summary::default() };
+    crate::kprintln!("ktest: running {} of {} tests", selected.len(), tests.len());
+    for test in selected {
         let full_name = test.full_name();
-        if !selection.selects(&full_name) {
-            summary.skipped += 1;
-            continue;
-        }
         crate::kprint!("test {} ... ", full_name);
         CURRENT_TEST.store(core::ptr::from_ref(test).cast_mut(), Ordering::Relaxed);
         let start = crate::time::rdtsc();
@@ -228,11 +236,7 @@ pub fn run(selection: Selection) -> Summary {
             }
         }
     }
-    crate::kprintln!(
-        "ktest: {} passed, {} failed",
-        summary.passed,
-        summary.failed
-    );
+    crate::kprintln!("ktest: {} passed, {} failed", summary.passed, summary.failed);
     summary
 }
 
@@ -241,10 +245,8 @@ mod tests {
 
     ktest!(
         fn selection_filter_and_skip() {
-            let selection = Selection {
-                filter: Some("mm::"),
-                skip: Some("mm::a,mm::b"),
-            };
+            let selection =
+                Selection { filter: Some("mm::"), skip: Some("mm::a,mm::b"), after: None };
             check!(selection.selects("mm::c"));
             check!(!selection.selects("mm::a"));
             check!(!selection.selects("log::x"));
@@ -260,6 +262,19 @@ mod tests {
                 .filter(|test| test.full_name() == "ktest::registry_finds_this_test_once")
                 .count();
             check!(count == 1, "found {} registrations", count);
+            Ok(())
+        }
+    );
+
+    ktest!(
+        fn after_resumes_past_the_named_test() {
+            let tests = super::all_tests();
+            let third = tests[2].full_name();
+            let rest = Selection { after: Some(&third), ..Selection::default() }.apply(&tests);
+            check!(rest.len() == tests.len() - 3, "{} of {}", rest.len(), tests.len());
+            check!(rest[0].full_name() == tests[3].full_name());
+            let unknown = Selection { after: Some("no::such_test"), ..Selection::default() };
+            check!(unknown.apply(&tests).is_empty());
             Ok(())
         }
     );

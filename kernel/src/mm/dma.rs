@@ -26,12 +26,7 @@ impl DmaBuffer {
         let buffer = Self { phys, pages };
         // SAFETY: the frames were just allocated for this buffer and are
         // mapped by the direct map.
-        unsafe {
-            buffer
-                .virt()
-                .as_mut_ptr::<u8>()
-                .write_bytes(0, buffer.len_bytes())
-        };
+        unsafe { buffer.virt().as_mut_ptr::<u8>().write_bytes(0, buffer.len_bytes()) };
         Ok(buffer)
     }
 

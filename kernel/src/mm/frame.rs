@@ -88,20 +88,13 @@ static FRAMES: spin::Mutex<Option<Bitmap>> = spin::Mutex::new(None);
 
 fn with_bitmap<R>(f: impl FnOnce(&mut Bitmap) -> R) -> R {
     x86_64::instructions::interrupts::without_interrupts(|| {
-        f(FRAMES
-            .lock()
-            .as_mut()
-            .expect("frame allocator used before init"))
+        f(FRAMES.lock().as_mut().expect("frame allocator used before init"))
     })
 }
 
 /// Builds the bitmap from the boot memory map.
 pub fn init(boot_info: &BootInfo) {
-    let max_phys = boot_info
-        .ram_regions()
-        .map(|region| region.end().as_u64())
-        .max()
-        .unwrap_or(0);
+    let max_phys = boot_info.ram_regions().map(|region| region.end().as_u64()).max().unwrap_or(0);
     let frame_count = max_phys / PAGE_SIZE;
     let word_count = frame_count.div_ceil(64);
     let bitmap_bytes = (word_count * 8).next_multiple_of(PAGE_SIZE);
@@ -111,11 +104,7 @@ pub fn init(boot_info: &BootInfo) {
     let bitmap_phys = boot_info
         .ram_regions()
         .find_map(|region| {
-            let mut start = region
-                .start
-                .as_u64()
-                .max(LOW_MEMORY_END)
-                .next_multiple_of(PAGE_SIZE);
+            let mut start = region.start.as_u64().max(LOW_MEMORY_END).next_multiple_of(PAGE_SIZE);
             if start < kernel_end.as_u64() && start + bitmap_bytes > kernel_start.as_u64() {
                 start = kernel_end.as_u64().next_multiple_of(PAGE_SIZE);
             }
@@ -132,19 +121,9 @@ pub fn init(boot_info: &BootInfo) {
         )
     };
     words.fill(u64::MAX);
-    let mut bitmap = Bitmap {
-        words,
-        frame_count,
-        free_frames: 0,
-        usable_frames: 0,
-        hint: 0,
-    };
+    let mut bitmap = Bitmap { words, frame_count, free_frames: 0, usable_frames: 0, hint: 0 };
     for region in boot_info.ram_regions() {
-        let first = region
-            .start
-            .as_u64()
-            .max(LOW_MEMORY_END)
-            .div_ceil(PAGE_SIZE);
+        let first = region.start.as_u64().max(LOW_MEMORY_END).div_ceil(PAGE_SIZE);
         let end = region.end().as_u64() / PAGE_SIZE;
         for frame in first..end {
             let phys = frame * PAGE_SIZE;
@@ -160,7 +139,7 @@ pub fn init(boot_info: &BootInfo) {
     log::debug!(
         "frames: {} usable ({} MiB), bitmap {} KiB at {:#x}",
         bitmap.usable_frames,
-        bitmap.usable_frames * PAGE_SIZE >> 20,
+        (bitmap.usable_frames * PAGE_SIZE) >> 20,
         bitmap_bytes >> 10,
         bitmap_phys
     );
@@ -195,10 +174,7 @@ pub fn alloc_contiguous(count: u64, align_frames: u64) -> Result<PhysAddr, OutOf
 ///
 /// Panics if any of them is not allocated: a double free is a kernel bug.
 pub fn free(start: PhysAddr, count: u64) {
-    assert!(
-        start.is_aligned(PAGE_SIZE),
-        "freeing unaligned frame {start:?}"
-    );
+    assert!(start.is_aligned(PAGE_SIZE), "freeing unaligned frame {start:?}");
     with_bitmap(|bitmap| bitmap.free_run(start.as_u64() / PAGE_SIZE, count));
 }
 
@@ -213,10 +189,7 @@ pub struct FrameStats {
 
 /// The current frame counts.
 pub fn stats() -> FrameStats {
-    with_bitmap(|bitmap| FrameStats {
-        usable: bitmap.usable_frames,
-        free: bitmap.free_frames,
-    })
+    with_bitmap(|bitmap| FrameStats { usable: bitmap.usable_frames, free: bitmap.free_frames })
 }
 
 /// Whether the frame at `phys` is currently allocated (for tests and checks).
@@ -236,11 +209,7 @@ mod tests {
         fn alloc_returns_aligned_ram_frame() {
             let frame = check_ok!(alloc());
             check!(frame.is_aligned(PAGE_SIZE));
-            check!(
-                frame.as_u64() >= LOW_MEMORY_END,
-                "frame {:?} below 1 MiB",
-                frame
-            );
+            check!(frame.as_u64() >= LOW_MEMORY_END, "frame {:?} below 1 MiB", frame);
             let in_ram = crate::boot_info::get()
                 .ram_regions()
                 .any(|region| region.start <= frame && frame + PAGE_SIZE <= region.end());
@@ -337,11 +306,7 @@ mod tests {
             for &frame in &frames {
                 free(frame, 1);
             }
-            check!(
-                exhausted,
-                "allocator not exhausted after {} frames",
-                frames.len()
-            );
+            check!(exhausted, "allocator not exhausted after {} frames", frames.len());
             check_eq!(frames.len() as u64, before);
             check_eq!(stats().free, before);
             Ok(())

@@ -78,12 +78,7 @@ mod tests {
             }
             for block in &blocks {
                 let size = block.len();
-                check!(
-                    block
-                        .iter()
-                        .enumerate()
-                        .all(|(i, &b)| b == (i ^ size) as u8)
-                );
+                check!(block.iter().enumerate().all(|(i, &b)| b == (i ^ size) as u8));
             }
             Ok(())
         }
@@ -128,10 +123,7 @@ mod tests {
     ktest!(
         fn impossible_allocation_is_an_error() {
             let mut v: Vec<u8> = Vec::new();
-            check!(
-                v.try_reserve(1 << 40).is_err(),
-                "1 TiB reservation succeeded"
-            );
+            check!(v.try_reserve(1 << 40).is_err(), "1 TiB reservation succeeded");
             check!(v.try_reserve(4096).is_ok());
             Ok(())
         }

@@ -51,17 +51,9 @@ pub fn map(phys: PhysAddr, len_bytes: usize) -> Result<MmioRegion, MapError> {
     let pages = (offset + len_bytes as u64).div_ceil(PAGE_SIZE);
     let base = vmap::MMIO.reserve(pages);
     for page in 0..pages {
-        map_page(
-            base + page * PAGE_SIZE,
-            first_page + page * PAGE_SIZE,
-            MMIO_FLAGS,
-        )?;
+        map_page(base + page * PAGE_SIZE, first_page + page * PAGE_SIZE, MMIO_FLAGS)?;
     }
-    Ok(MmioRegion {
-        virt: base + offset,
-        phys,
-        len_bytes,
-    })
+    Ok(MmioRegion { virt: base + offset, phys, len_bytes })
 }
 
 mod tests {
@@ -74,17 +66,10 @@ mod tests {
             // The IOAPIC's register window: device memory on every PC.
             let region = check_ok!(map(PhysAddr::new(0xfec0_0010), 0x20));
             check_eq!(region.virt().as_u64() % PAGE_SIZE, 0x10);
-            check_eq!(
-                (region.phys().as_u64(), region.len_bytes()),
-                (0xfec0_0010, 0x20)
-            );
+            check_eq!((region.phys().as_u64(), region.len_bytes()), (0xfec0_0010, 0x20));
             check_eq!(translate(region.virt()), Some(PhysAddr::new(0xfec0_0010)));
             let flags = check_ok!(flags_of(region.virt()).ok_or("unmapped"));
-            check!(
-                flags.contains(Flags::NO_CACHE | Flags::WRITE_THROUGH),
-                "flags {:?}",
-                flags
-            );
+            check!(flags.contains(Flags::NO_CACHE | Flags::WRITE_THROUGH), "flags {:?}", flags);
             check!(flags.contains(Flags::NO_EXECUTE));
             Ok(())
         }

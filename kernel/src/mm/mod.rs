@@ -44,14 +44,8 @@ pub fn kernel_image_phys() -> (PhysAddr, PhysAddr) {
         static __kernel_end: u8;
     }
     // Only the addresses of the linker-defined symbols are taken.
-    let (start, end) = (
-        &raw const __kernel_start as u64,
-        &raw const __kernel_end as u64,
-    );
-    (
-        PhysAddr::new(start - KERNEL_VMA),
-        PhysAddr::new(end - KERNEL_VMA),
-    )
+    let (start, end) = (&raw const __kernel_start as u64, &raw const __kernel_end as u64);
+    (PhysAddr::new(start - KERNEL_VMA), PhysAddr::new(end - KERNEL_VMA))
 }
 
 /// Brings up frames, the final page tables and the heap, in that order.

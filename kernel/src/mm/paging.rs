@@ -58,11 +58,7 @@ unsafe impl FrameAllocator<Size4KiB> for KernelFrames {
 
 fn zero_frame(phys: PhysAddr) {
     // SAFETY: a freshly allocated frame, reachable through the direct map.
-    unsafe {
-        phys_to_virt(phys)
-            .as_mut_ptr::<u8>()
-            .write_bytes(0, PAGE_SIZE as usize)
-    };
+    unsafe { phys_to_virt(phys).as_mut_ptr::<u8>().write_bytes(0, PAGE_SIZE as usize) };
 }
 
 fn active_pml4() -> *mut PageTable {
@@ -106,7 +102,7 @@ fn direct_map_range(pml4: &mut PageTable, start: u64, end: u64) -> Result<(), Ou
         let virt = VirtAddr::new(HHDM_BASE + phys);
         let pdpt = next_table(pml4, usize::from(virt.p4_index()))?;
         let pd = next_table(pdpt, usize::from(virt.p3_index()))?;
-        if phys % HUGE_PAGE_SIZE == 0 && phys + HUGE_PAGE_SIZE <= end {
+        if phys.is_multiple_of(HUGE_PAGE_SIZE) && phys + HUGE_PAGE_SIZE <= end {
             pd[usize::from(virt.p2_index())]
                 .set_addr(PhysAddr::new(phys), flags | Flags::HUGE_PAGE);
             phys += HUGE_PAGE_SIZE;
@@ -137,11 +133,7 @@ pub fn init(boot_info: &BootInfo) {
             RegionKind::Ram | RegionKind::AcpiReclaimable | RegionKind::AcpiNvs
         );
         if wanted {
-            let start = region
-                .start
-                .as_u64()
-                .next_multiple_of(PAGE_SIZE)
-                .max(1 << 20);
+            let start = region.start.as_u64().next_multiple_of(PAGE_SIZE).max(1 << 20);
             let end = region.end().as_u64() / PAGE_SIZE * PAGE_SIZE;
             if start < end {
                 direct_map_range(scratch, start, end).expect("no frames for the direct map");
@@ -220,12 +212,7 @@ pub fn is_mapped(address: u64) -> bool {
         return false;
     };
     let mut table: &PageTable = table_at(Cr3::read().0.start_address());
-    for index in [
-        virt.p4_index(),
-        virt.p3_index(),
-        virt.p2_index(),
-        virt.p1_index(),
-    ] {
+    for index in [virt.p4_index(), virt.p3_index(), virt.p2_index(), virt.p1_index()] {
         let entry = &table[index];
         if !entry.flags().contains(Flags::PRESENT) {
             return false;
@@ -279,10 +266,7 @@ mod tests {
             let virt = vmap::reserve(1);
             let phys = check_ok!(frame::alloc());
             check_ok!(map_page(virt, phys, Flags::WRITABLE));
-            check_eq!(
-                map_page(virt, phys, Flags::WRITABLE),
-                Err(MapError::AlreadyMapped)
-            );
+            check_eq!(map_page(virt, phys, Flags::WRITABLE), Err(MapError::AlreadyMapped));
             check_ok!(unmap_page(virt));
             check_eq!(unmap_page(virt), Err(MapError::NotMapped));
             frame::free(phys, 1);
@@ -299,13 +283,7 @@ mod tests {
             check_ok!(unmap_page(virt));
             frame::free(phys, 1);
             let fault = fixup::probe_read_u64(virt.as_u64() + 8);
-            check_eq!(
-                fault,
-                Err(fixup::Fault {
-                    vector: 14,
-                    address: virt.as_u64() + 8
-                })
-            );
+            check_eq!(fault, Err(fixup::Fault { vector: 14, address: virt.as_u64() + 8 }));
             Ok(())
         }
     );

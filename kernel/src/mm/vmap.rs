@@ -17,21 +17,14 @@ pub struct VirtualArea {
 
 impl VirtualArea {
     const fn new(base: u64) -> Self {
-        Self {
-            base,
-            next_offset: AtomicU64::new(0),
-        }
+        Self { base, next_offset: AtomicU64::new(0) }
     }
 
     /// Reserves `pages` pages plus a guard page; returns the first page.
     pub fn reserve(&self, pages: u64) -> VirtAddr {
         let bytes = (pages + 1) * PAGE_SIZE;
         let offset = self.next_offset.fetch_add(bytes, Ordering::Relaxed);
-        assert!(
-            offset + bytes <= AREA_BYTES,
-            "virtual area at {:#x} exhausted",
-            self.base
-        );
+        assert!(offset + bytes <= AREA_BYTES, "virtual area at {:#x} exhausted", self.base);
         VirtAddr::new(self.base + offset)
     }
 }
