@@ -60,12 +60,7 @@ impl<H: Hal, const N: usize> DmaChain<H, N> {
     /// Wraps a region; it starts with no segments.
     pub fn new(dma: Dma<H>) -> Self {
         const { assert!(N <= u8::MAX as usize, "at most 255 segments") };
-        Self {
-            dma,
-            segs: [(0, 0); N],
-            count: 0,
-            readable: 0,
-        }
+        Self { dma, segs: [(0, 0); N], count: 0, readable: 0 }
     }
 
     /// Replaces the segment layout with `readable` then `writable`
@@ -159,9 +154,6 @@ unsafe impl<H: Hal, const N: usize> DmaBuffers for DmaChain<H, N> {
     #[inline]
     fn segment(&self, index: usize) -> Segment {
         let (off, len) = self.segs[index];
-        Segment {
-            addr: self.dma.paddr() + u64::from(off),
-            len,
-        }
+        Segment { addr: self.dma.paddr() + u64::from(off), len }
     }
 }

@@ -52,7 +52,6 @@ bitflags::bitflags! {
 
 impl Features {
     /// The ring/transport features this crate implements and may accept.
-    pub const SUPPORTED_BY_RING: Features = Features::INDIRECT_DESC
-        .union(Features::EVENT_IDX)
-        .union(Features::VERSION_1);
+    pub const SUPPORTED_BY_RING: Features =
+        Features::INDIRECT_DESC.union(Features::EVENT_IDX).union(Features::VERSION_1);
 }

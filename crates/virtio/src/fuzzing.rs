@@ -177,12 +177,7 @@ pub fn hostile_device(data: &[u8]) -> Outcome {
     let may_lie = flags & 4 != 0;
     let hal = HeapHal;
     let mut transport = RecordingTransport::default();
-    let config = QueueConfig {
-        index: 0,
-        size,
-        features,
-        indirect_max: 4,
-    };
+    let config = QueueConfig { index: 0, size, features, indirect_max: 4 };
     let mut q: SplitQueue<HeapHal, DmaChain<HeapHal, 4>> =
         SplitQueue::new(&hal, &mut transport, config).expect("queue setup");
     let (_, _, _, used) = transport.queue.expect("queue_set called");
@@ -221,9 +216,7 @@ pub fn hostile_device(data: &[u8]) -> Outcome {
                     *s = (i * 1024, 1 + usize::from(bytes.u8()));
                 }
                 let writable: u32 = segs[nread..nseg].iter().map(|s| s.1 as u32).sum();
-                chain
-                    .set_segments(&segs[..nread], &segs[nread..nseg])
-                    .expect("layout");
+                chain.set_segments(&segs[..nread], &segs[nread..nseg]).expect("layout");
                 match q.add(chain) {
                     Ok(t) => {
                         assert!(!broken);
@@ -241,11 +234,7 @@ pub fn hostile_device(data: &[u8]) -> Outcome {
                 let pick = usize::from(bytes.u8());
                 let (id, len) = if (!may_lie || mode % 16 != 0) && !dev.returnable.is_empty() {
                     let (t, w) = dev.returnable.swap_remove(pick % dev.returnable.len());
-                    let len = if mode % 2 == 1 {
-                        bytes.u32() % (w + 1)
-                    } else {
-                        w
-                    };
+                    let len = if mode % 2 == 1 { bytes.u32() % (w + 1) } else { w };
                     (u32::from(t), len)
                 } else if !may_lie {
                     continue;

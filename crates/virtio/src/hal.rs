@@ -80,13 +80,7 @@ impl<H: Hal> Dma<H> {
             return Err(Error::DmaAlloc);
         }
         let (paddr, vaddr) = hal.dma_alloc(pages).ok_or(Error::DmaAlloc)?;
-        Ok(Self {
-            hal,
-            paddr,
-            vaddr,
-            pages,
-            leak: false,
-        })
+        Ok(Self { hal, paddr, vaddr, pages, leak: false })
     }
 
     /// Allocates enough zeroed pages for `bytes` bytes.

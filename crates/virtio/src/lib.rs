@@ -28,11 +28,7 @@
 //! (the driver-private per-descriptor array); adding, kicking, popping and
 //! interrupt control never allocate.
 #![cfg_attr(not(test), no_std)]
-#![deny(
-    unsafe_op_in_unsafe_fn,
-    missing_docs,
-    clippy::undocumented_unsafe_blocks
-)]
+#![deny(unsafe_op_in_unsafe_fn, missing_docs, clippy::undocumented_unsafe_blocks)]
 
 extern crate alloc;
 

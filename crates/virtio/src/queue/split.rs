@@ -201,11 +201,7 @@ impl<H: Hal, B> SplitQueue<H, B> {
     ) -> core::result::Result<Token, Rejected<B>> {
         let nr = readable.len();
         let seg = |_: &B, i: usize| {
-            if i < nr {
-                readable[i]
-            } else {
-                writable[i - nr]
-            }
+            if i < nr { readable[i] } else { writable[i - nr] }
         };
         self.add_chain(nr + writable.len(), nr, seg, owner)
     }
@@ -222,10 +218,7 @@ impl<H: Hal, B> SplitQueue<H, B> {
         let (indirect, writable) = match checked {
             Ok(v) => v,
             Err(error) => {
-                return Err(Rejected {
-                    error,
-                    buffers: owner,
-                });
+                return Err(Rejected { error, buffers: owner });
             }
         };
         let head = self.free_head;
@@ -242,12 +235,10 @@ impl<H: Hal, B> SplitQueue<H, B> {
             for i in 0..nseg {
                 let s = seg(&owner, i);
                 let next = if i < last { (i + 1) as u16 } else { 0 };
-                self.ring
-                    .write_indirect(head, i, s.addr, s.len, flags_of(i), next);
+                self.ring.write_indirect(head, i, s.addr, s.len, flags_of(i), next);
             }
             let table = self.ring.indirect_table(head);
-            self.ring
-                .write_desc(head, table, (nseg * 16) as u32, VIRTQ_DESC_F_INDIRECT, 0);
+            self.ring.write_desc(head, table, (nseg * 16) as u32, VIRTQ_DESC_F_INDIRECT, 0);
             self.free_head = self.slots[usize::from(head)].next;
             (head, 1)
         } else {
@@ -460,11 +451,7 @@ impl<H: Hal, B: DmaBuffers> Virtqueue<B> for SplitQueue<H, B> {
             // and recheck that make it reliable before sleeping.
             self.ring.set_used_event(self.last_used);
         }
-        Ok(Some(Used {
-            token: Token(id as u16),
-            written_len: len,
-            buffers,
-        }))
+        Ok(Some(Used { token: Token(id as u16), written_len: len, buffers }))
     }
 
     fn enable_interrupts(&mut self) -> Result<bool> {

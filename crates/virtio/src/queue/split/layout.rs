@@ -119,10 +119,6 @@ impl RingLayout {
         let avail_bytes = 4 + 2 * n + 2;
         let used = (desc + avail_bytes).next_multiple_of(4);
         let used_bytes = 4 + 8 * n + 2;
-        Self {
-            avail: desc,
-            used,
-            total: used + used_bytes,
-        }
+        Self { avail: desc, used, total: used + used_bytes }
     }
 }

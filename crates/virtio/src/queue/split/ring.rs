@@ -57,11 +57,7 @@ impl<H: Hal> SplitRing<H> {
     /// Device addresses of the descriptor table, driver area, device area.
     pub(super) fn addresses(&self) -> (PhysAddr, PhysAddr, PhysAddr) {
         let base = self.mem.paddr();
-        (
-            base,
-            base + self.layout.avail as u64,
-            base + self.layout.used as u64,
-        )
+        (base, base + self.layout.avail as u64, base + self.layout.used as u64)
     }
 
     #[inline(always)]
