@@ -1,0 +1,279 @@
+//! Platform description from the ACPI tables: CPUs and interrupt
+//! controllers (MADT), PCI ECAM windows (MCFG) and the HPET.
+//!
+//! The PVH start info gives the RSDP; the `acpi` crate walks RSDP → XSDT →
+//! tables and checks checksums; `tables` parses the bodies. The result is
+//! kept in one [`PlatformInfo`] for the rest of the kernel's life. Missing or
+//! broken tables are logged and replaced by a minimal fallback (the boot CPU
+//! at the architectural LAPIC address), never a panic.
+
+mod tables;
+
+pub use tables::{CpuInfo, HpetInfo, IoApicInfo, IsaOverride, LapicNmi, PciSegment, TableError};
+
+use crate::arch::apic::{Polarity, TriggerMode, lapic};
+use crate::mm::{self, PAGE_SIZE, PhysAddr, mmio, paging};
+use ::acpi::{AcpiHandler, AcpiTable, AcpiTables, PhysicalMapping};
+use alloc::vec;
+use alloc::vec::Vec;
+use core::ptr::NonNull;
+
+/// The xAPIC register base every PC uses (Intel SDM Vol. 3A §11.4.1).
+const DEFAULT_LAPIC_PHYS: u64 = 0xfee0_0000;
+
+/// Where the platform description came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The MADT was found and parsed.
+    Acpi,
+    /// No usable MADT: a single boot CPU was assumed.
+    Fallback(PlatformError),
+}
+
+/// Why the ACPI tables could not describe the platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlatformError {
+    /// The loader passed no RSDP.
+    NoRsdp,
+    /// The RSDP or the XSDT/RSDT was invalid (bad signature or checksum).
+    BadRootTable,
+    /// A required table was not found (or failed its checksum).
+    Missing(&'static str),
+    /// A table's body was malformed.
+    Malformed(TableError),
+}
+
+/// The platform as the firmware describes it.
+#[derive(Debug)]
+pub struct PlatformInfo {
+    /// Whether this came from ACPI or is the fallback.
+    pub source: Source,
+    /// Processors, exactly one of them `is_bsp`.
+    pub cpus: Vec<CpuInfo>,
+    /// Local APIC register base (xAPIC mode).
+    pub lapic_phys: PhysAddr,
+    /// Whether legacy 8259 PICs are present too.
+    pub has_8259: bool,
+    /// I/O APICs.
+    pub ioapics: Vec<IoApicInfo>,
+    /// ISA IRQ overrides.
+    pub isa_overrides: Vec<IsaOverride>,
+    /// LINT pins wired to NMI.
+    pub lapic_nmis: Vec<LapicNmi>,
+    /// PCI ECAM windows (empty without an MCFG).
+    pub pci_segments: Vec<PciSegment>,
+    /// The HPET, if the firmware has one.
+    pub hpet: Option<HpetInfo>,
+}
+
+/// How an ISA IRQ reaches the I/O APICs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IsaRoute {
+    /// The global system interrupt.
+    pub gsi: u32,
+    /// Pin polarity.
+    pub polarity: Polarity,
+    /// Edge or level.
+    pub trigger: TriggerMode,
+}
+
+impl PlatformInfo {
+    /// The processors the OS may start, the BSP included.
+    pub fn usable_cpus(&self) -> impl Iterator<Item = &CpuInfo> {
+        self.cpus.iter().filter(|cpu| cpu.usable)
+    }
+
+    /// The boot processor.
+    pub fn bsp(&self) -> Option<&CpuInfo> {
+        self.cpus.iter().find(|cpu| cpu.is_bsp)
+    }
+
+    /// Where ISA IRQ `irq` arrives: an override, else the identity mapping
+    /// with ISA's active-high, edge-triggered defaults (ACPI 6.5 §5.2.12.5).
+    pub fn isa_route(&self, irq: u8) -> IsaRoute {
+        match self.isa_overrides.iter().find(|o| o.isa_irq == irq) {
+            Some(o) => IsaRoute { gsi: o.gsi, polarity: o.polarity, trigger: o.trigger },
+            None => IsaRoute {
+                gsi: u32::from(irq),
+                polarity: Polarity::ActiveHigh,
+                trigger: TriggerMode::Edge,
+            },
+        }
+    }
+
+    fn fallback(error: PlatformError) -> Self {
+        PlatformInfo {
+            source: Source::Fallback(error),
+            cpus: vec![CpuInfo {
+                apic_id: lapic::cpuid_apic_id(),
+                processor_uid: 0,
+                is_bsp: true,
+                usable: true,
+            }],
+            lapic_phys: PhysAddr::new(DEFAULT_LAPIC_PHYS),
+            has_8259: true,
+            ioapics: Vec::new(),
+            isa_overrides: Vec::new(),
+            lapic_nmis: Vec::new(),
+            pci_segments: Vec::new(),
+            hpet: None,
+        }
+    }
+}
+
+/// Maps ACPI tables: through the direct map when they lie in RAM or ACPI
+/// memory (the usual case), else with an uncached MMIO mapping.
+#[derive(Debug, Clone, Copy)]
+struct KernelAcpiHandler;
+
+/// Stands in for a table when mapping fails: all zeroes, which no signature
+/// or checksum check accepts.
+static ZERO_PAGE: [u8; PAGE_SIZE as usize] = [0; PAGE_SIZE as usize];
+
+fn direct_mapped(phys: u64, len: usize) -> bool {
+    let first = phys / PAGE_SIZE * PAGE_SIZE;
+    let last = (phys + len.max(1) as u64 - 1) / PAGE_SIZE * PAGE_SIZE;
+    (first..=last).step_by(PAGE_SIZE as usize).all(|page| {
+        paging::translate(mm::phys_to_virt(PhysAddr::new(page))) == Some(PhysAddr::new(page))
+    })
+}
+
+impl AcpiHandler for KernelAcpiHandler {
+    unsafe fn map_physical_region<T>(&self, phys: usize, size: usize) -> PhysicalMapping<Self, T> {
+        let virt = if direct_mapped(phys as u64, size) {
+            Some(mm::phys_to_virt(PhysAddr::new(phys as u64)))
+        } else {
+            match mmio::map(PhysAddr::new(phys as u64), size) {
+                Ok(region) => Some(region.virt()),
+                Err(error) => {
+                    log::error!("acpi: cannot map {size} bytes at {phys:#x}: {error:?}");
+                    None
+                }
+            }
+        };
+        let (virt, size) = match virt {
+            Some(virt) => (virt.as_mut_ptr::<T>(), size),
+            None => (ZERO_PAGE.as_ptr().cast_mut().cast::<T>(), size.min(ZERO_PAGE.len())),
+        };
+        // SAFETY: `virt` maps `size` bytes at `phys` (or is the zero page,
+        // which the crate only reads); the crate promises `size` covers a T.
+        unsafe { PhysicalMapping::new(phys, NonNull::new_unchecked(virt), size, size, *self) }
+    }
+
+    fn unmap_physical_region<T>(region: &PhysicalMapping<Self, T>) {
+        // MMIO-area mappings are torn down (their addresses are never
+        // reused); direct-map views and the zero page stay.
+        let virt = region.virtual_start().as_ptr() as u64;
+        if (mm::MMIO_BASE..mm::KERNEL_VMA).contains(&virt) {
+            let first = virt / PAGE_SIZE * PAGE_SIZE;
+            let end = virt + region.mapped_length() as u64;
+            for page in (first..end).step_by(PAGE_SIZE as usize) {
+                let _ = paging::unmap_page(mm::VirtAddr::new(page));
+            }
+        }
+    }
+}
+
+/// The bytes of a table the crate found and checksummed.
+fn table_bytes<T: AcpiTable>(mapping: &PhysicalMapping<KernelAcpiHandler, T>) -> &[u8] {
+    // SAFETY: the mapping covers the table's whole length (the crate maps
+    // `header.length` bytes before checking the checksum over all of them).
+    unsafe {
+        core::slice::from_raw_parts(
+            mapping.virtual_start().as_ptr().cast::<u8>(),
+            mapping.region_length(),
+        )
+    }
+}
+
+fn find<T: AcpiTable>(tables: &AcpiTables<KernelAcpiHandler>) -> Option<Vec<u8>> {
+    tables.find_table::<T>().ok().map(|mapping| table_bytes(&mapping).to_vec())
+}
+
+fn discover() -> Result<PlatformInfo, PlatformError> {
+    let rsdp = crate::boot_info::get().rsdp.ok_or(PlatformError::NoRsdp)?;
+    // SAFETY: the PVH loader's RSDP address; the crate validates signature
+    // and checksum before following it.
+    let tables = unsafe { AcpiTables::from_rsdp(KernelAcpiHandler, rsdp.as_u64() as usize) }
+        .map_err(|error| {
+            log::error!("acpi: RSDP at {:#x} unusable: {error:?}", rsdp.as_u64());
+            PlatformError::BadRootTable
+        })?;
+    let bsp_apic_id = lapic::cpuid_apic_id();
+    let madt = find::<::acpi::madt::Madt>(&tables).ok_or(PlatformError::Missing("APIC"))?;
+    let madt = tables::parse_madt(&madt, bsp_apic_id).map_err(PlatformError::Malformed)?;
+    let pci_segments = match find::<::acpi::mcfg::Mcfg>(&tables).map(|t| tables::parse_mcfg(&t)) {
+        Some(Ok(segments)) => segments,
+        Some(Err(error)) => {
+            log::warn!("acpi: MCFG unusable: {error:?}");
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
+    let hpet = match find::<::acpi::hpet::HpetTable>(&tables).map(|t| tables::parse_hpet(&t)) {
+        Some(Ok(hpet)) => Some(hpet),
+        Some(Err(error)) => {
+            log::warn!("acpi: HPET table unusable: {error:?}");
+            None
+        }
+        None => None,
+    };
+    let mut info = PlatformInfo {
+        source: Source::Acpi,
+        cpus: madt.cpus,
+        lapic_phys: PhysAddr::try_new(madt.lapic_phys).unwrap_or(PhysAddr::new(DEFAULT_LAPIC_PHYS)),
+        has_8259: madt.has_8259,
+        ioapics: madt.ioapics,
+        isa_overrides: madt.isa_overrides,
+        lapic_nmis: madt.lapic_nmis,
+        pci_segments,
+        hpet,
+    };
+    if info.bsp().is_none() {
+        // The CPU running this code exists whatever the table says.
+        log::warn!("acpi: MADT lacks the boot CPU (APIC id {bsp_apic_id}); adding it");
+        info.cpus.insert(
+            0,
+            CpuInfo { apic_id: bsp_apic_id, processor_uid: 0, is_bsp: true, usable: true },
+        );
+    }
+    Ok(info)
+}
+
+static PLATFORM: spin::Once<PlatformInfo> = spin::Once::new();
+
+/// Reads the ACPI tables once (later calls return the same result). Needs
+/// the heap and page tables (`mm::init`).
+pub fn init() -> &'static PlatformInfo {
+    PLATFORM.call_once(|| {
+        let info = discover().unwrap_or_else(|error| {
+            log::error!("acpi: {error:?}; assuming one CPU and no I/O APIC, HPET or ECAM");
+            PlatformInfo::fallback(error)
+        });
+        log::info!(
+            "acpi: {} CPUs ({} usable), LAPIC {:#x}, {} I/O APICs, {} ISA overrides, {} PCI \
+             segments, HPET {}",
+            info.cpus.len(),
+            info.usable_cpus().count(),
+            info.lapic_phys.as_u64(),
+            info.ioapics.len(),
+            info.isa_overrides.len(),
+            info.pci_segments.len(),
+            if info.hpet.is_some() { "present" } else { "absent" }
+        );
+        log::debug!("acpi: {info:?}");
+        info
+    })
+}
+
+/// The platform description; [`init`] must have run (a kernel bug if not).
+pub fn platform() -> &'static PlatformInfo {
+    PLATFORM.get().expect("acpi::platform() used before acpi::init()")
+}
+
+/// The platform description, if [`init`] has run.
+pub fn try_platform() -> Option<&'static PlatformInfo> {
+    PLATFORM.get()
+}
+
+mod tests;

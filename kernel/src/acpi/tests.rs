@@ -1,0 +1,181 @@
+//! Checks against what QEMU q35 reports, and the parsers against
+//! synthetic (and broken) tables.
+
+use super::tables::{self, SDT_HEADER_LEN, TableError};
+use super::{Source, platform};
+use crate::arch::apic::{Polarity, TriggerMode, lapic};
+use crate::{check, check_eq, check_ok, ktest};
+use alloc::vec::Vec;
+use x86_64::instructions::port::Port;
+
+/// QEMU's fw_cfg interface: the number of CPUs started with `-smp`
+/// (selector 0x05, FW_CFG_NB_CPUS), or `None` when there is no fw_cfg.
+fn qemu_cpu_count() -> Option<u16> {
+    let mut selector = Port::<u16>::new(0x510);
+    let mut data = Port::<u8>::new(0x511);
+    // SAFETY: ports 0x510/0x511 are QEMU's fw_cfg; selecting an item and
+    // reading its bytes has no side effects.
+    unsafe {
+        selector.write(0x0000);
+        let signature: [u8; 4] = core::array::from_fn(|_| data.read());
+        if &signature != b"QEMU" {
+            return None;
+        }
+        selector.write(0x0005);
+        Some(u16::from_le_bytes([data.read(), data.read()]))
+    }
+}
+
+ktest!(
+    fn tables_came_from_acpi() {
+        check_eq!(platform().source, Source::Acpi);
+        Ok(())
+    }
+);
+
+ktest!(
+    fn madt_has_exactly_one_bsp_and_it_is_this_cpu() {
+        let info = platform();
+        check!(!info.cpus.is_empty());
+        let bsps: Vec<_> = info.cpus.iter().filter(|cpu| cpu.is_bsp).collect();
+        check_eq!(bsps.len(), 1);
+        check_eq!(bsps[0].apic_id, lapic::id());
+        check_eq!(lapic::id(), lapic::cpuid_apic_id());
+        check!(bsps[0].usable);
+        Ok(())
+    }
+);
+
+ktest!(
+    fn usable_cpu_count_matches_qemu_smp() {
+        let smp = check_ok!(qemu_cpu_count().ok_or("no fw_cfg"));
+        check_eq!(platform().usable_cpus().count(), usize::from(smp));
+        let mut ids: Vec<u32> = platform().cpus.iter().map(|cpu| cpu.apic_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        check_eq!(ids.len(), platform().cpus.len());
+        Ok(())
+    }
+);
+
+ktest!(
+    fn mcfg_has_segment_0_with_an_ecam_window() {
+        let segment = platform().pci_segments.iter().find(|segment| segment.segment == 0);
+        let segment = check_ok!(segment.ok_or("no segment 0"));
+        check_eq!(segment.bus_start, 0);
+        check!(segment.bus_end >= segment.bus_start);
+        check!(segment.ecam_phys.as_u64() % (1 << 20) == 0, "ECAM at {:?}", segment.ecam_phys);
+        Ok(())
+    }
+);
+
+ktest!(
+    fn one_ioapic_at_gsi_0_and_the_lapic_at_its_usual_address() {
+        let info = platform();
+        check!(!info.ioapics.is_empty());
+        check_eq!(info.ioapics[0].gsi_base, 0);
+        check_eq!(info.ioapics[0].phys.as_u64(), 0xfec0_0000);
+        check_eq!(info.lapic_phys.as_u64(), 0xfee0_0000);
+        check!(info.has_8259, "q35 sets PCAT_COMPAT");
+        Ok(())
+    }
+);
+
+ktest!(
+    fn isa_irq0_is_overridden_to_gsi2() {
+        let route = platform().isa_route(0);
+        check_eq!(
+            (route.gsi, route.polarity, route.trigger),
+            (2, Polarity::ActiveHigh, TriggerMode::Edge)
+        );
+        // An IRQ without an override maps to itself with ISA defaults.
+        check_eq!(platform().isa_route(4).gsi, 4);
+        Ok(())
+    }
+);
+
+ktest!(
+    fn lint1_is_described_as_nmi() {
+        check!(
+            platform().lapic_nmis.iter().any(|nmi| nmi.lint == 1),
+            "{:?}",
+            platform().lapic_nmis
+        );
+        Ok(())
+    }
+);
+
+/// A MADT with the given entries after a zeroed header.
+fn madt(entries: &[&[u8]]) -> Vec<u8> {
+    let mut table = alloc::vec![0u8; SDT_HEADER_LEN];
+    table.extend_from_slice(&0xfee0_0000u32.to_le_bytes());
+    table.extend_from_slice(&1u32.to_le_bytes());
+    for entry in entries {
+        table.extend_from_slice(entry);
+    }
+    table
+}
+
+ktest!(
+    fn madt_parser_reads_xapic_x2apic_and_override_entries() {
+        let table = madt(&[
+            &[0, 8, 0, 0, 1, 0, 0, 0],    // CPU uid 0, id 0, enabled
+            &[0, 8, 1, 0xff, 1, 0, 0, 0], // placeholder id 0xff
+            &[9, 16, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0], // x2APIC id 256, disabled
+            &[1, 12, 3, 0, 0, 0, 0xc0, 0xfe, 0x20, 0, 0, 0], // IOAPIC 3, GSI 32
+            &[2, 10, 0, 9, 9, 0, 0, 0, 0x0f, 0], // IRQ 9: level, low
+            &[5, 12, 0, 0, 0, 0, 0, 0xfe, 1, 0, 0, 0], // LAPIC at 1:fe000000
+        ]);
+        let info = check_ok!(tables::parse_madt(&table, 0));
+        check_eq!(info.cpus.len(), 2);
+        check!(info.cpus[0].is_bsp && info.cpus[0].usable);
+        check_eq!((info.cpus[1].apic_id, info.cpus[1].processor_uid), (256, 7));
+        check!(!info.cpus[1].usable && !info.cpus[1].is_bsp);
+        check_eq!((info.ioapics[0].id, info.ioapics[0].gsi_base), (3, 32));
+        check_eq!(info.ioapics[0].phys.as_u64(), 0xfec0_0000);
+        let irq9 = info.isa_overrides[0];
+        check_eq!((irq9.isa_irq, irq9.gsi), (9, 9));
+        check_eq!((irq9.polarity, irq9.trigger), (Polarity::ActiveLow, TriggerMode::Level));
+        check_eq!(info.lapic_phys, 0x1_fe00_0000);
+        check!(info.has_8259);
+        Ok(())
+    }
+);
+
+ktest!(
+    fn broken_madt_entries_are_errors_not_hangs() {
+        let zero_length = madt(&[&[0, 0, 0, 0]]);
+        check_eq!(
+            tables::parse_madt(&zero_length, 0),
+            Err(TableError::BadEntry { table: "APIC", offset: 44 })
+        );
+        let overrun = madt(&[&[0, 8, 0, 0, 1, 0, 0, 0], &[1, 12, 0, 0]]);
+        check_eq!(
+            tables::parse_madt(&overrun, 0),
+            Err(TableError::BadEntry { table: "APIC", offset: 52 })
+        );
+        let too_small_for_type = madt(&[&[1, 4, 0, 0]]);
+        check!(tables::parse_madt(&too_small_for_type, 0).is_err());
+        check!(matches!(tables::parse_madt(&[0; 40], 0), Err(TableError::TooShort { .. })));
+        Ok(())
+    }
+);
+
+ktest!(
+    fn short_or_odd_mcfg_and_hpet_tables_are_handled() {
+        check!(tables::parse_mcfg(&[0; 40]).is_err());
+        // A trailing partial entry and an empty bus range are skipped.
+        let mut mcfg = alloc::vec![0u8; SDT_HEADER_LEN + 8];
+        mcfg.extend_from_slice(&[0, 0, 0, 0xb0, 0, 0, 0, 0, 0, 0, 5, 4, 0, 0, 0, 0]);
+        mcfg.extend_from_slice(&[0, 0, 0, 0xb0, 0, 0, 0, 0, 1, 0, 0, 0xff, 0, 0, 0, 0]);
+        mcfg.extend_from_slice(&[1, 2, 3]);
+        let segments = check_ok!(tables::parse_mcfg(&mcfg));
+        check_eq!(segments.len(), 1);
+        check_eq!((segments[0].segment, segments[0].bus_end), (1, 0xff));
+        check!(tables::parse_hpet(&[0; 50]).is_err());
+        let mut hpet = alloc::vec![0u8; 56];
+        hpet[40] = 1; // system I/O space: unusable
+        check_eq!(tables::parse_hpet(&hpet), Err(TableError::HpetNotInMemory(1)));
+        Ok(())
+    }
+);
