@@ -6,19 +6,20 @@
 //! x2APIC mode register `offset` is MSR `0x800 + offset / 16` (Table 11-6).
 //! Everything here acts on the calling CPU's own APIC.
 
+use super::timer;
+pub use super::timer::{has_tsc_deadline, set_deadline_tsc, set_oneshot_ns, stop_timer, timer_hz};
 use super::{ERROR, SPURIOUS, TIMER};
 use crate::arch::interrupts::{self, InterruptFrame, IrqError};
 use crate::mm::mmio::{self, MmioRegion};
 use crate::mm::paging::MapError;
 use crate::time;
 use core::arch::x86_64::{__cpuid, __cpuid_count};
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use x86_64::registers::model_specific::Msr;
 
 const IA32_APIC_BASE: u32 = 0x1b;
 const APIC_BASE_ENABLE: u64 = 1 << 11;
 const APIC_BASE_X2APIC: u64 = 1 << 10;
-const IA32_TSC_DEADLINE: u32 = 0x6e0;
 
 // Register offsets (SDM Vol. 3A Table 11-1).
 const ID: u32 = 0x20;
@@ -29,21 +30,18 @@ const SVR: u32 = 0xf0;
 const ESR: u32 = 0x280;
 const ICR_LOW: u32 = 0x300;
 const ICR_HIGH: u32 = 0x310;
-const LVT_TIMER: u32 = 0x320;
+pub(super) const LVT_TIMER: u32 = 0x320;
 const LVT_LINT0: u32 = 0x350;
 const LVT_LINT1: u32 = 0x360;
 const LVT_ERROR: u32 = 0x370;
-const TIMER_INITIAL: u32 = 0x380;
-const TIMER_CURRENT: u32 = 0x390;
+pub(super) const TIMER_INITIAL: u32 = 0x380;
 const TIMER_DIVIDE: u32 = 0x3e0;
 
 const SVR_ENABLE: u32 = 1 << 8;
-const LVT_MASKED: u32 = 1 << 16;
+pub(super) const LVT_MASKED: u32 = 1 << 16;
 const LVT_NMI: u32 = 0b100 << 8;
 const LVT_LEVEL: u32 = 1 << 15;
 const LVT_ACTIVE_LOW: u32 = 1 << 13;
-/// Timer mode field, LVT bits 17-18 (SDM Vol. 3A §11.5.4, Figure 11-8).
-const TIMER_TSC_DEADLINE: u32 = 0b10 << 17;
 /// Divide configuration 0b0011: the timer counts at bus clock / 16 (Figure 11-10).
 const DIVIDE_BY_16: u32 = 0b0011;
 // ICR fields (SDM Vol. 3A §11.6.1, Figure 11-12).
@@ -54,8 +52,6 @@ const ICR_PENDING: u32 = 1 << 12;
 const ICR_ASSERT: u32 = 1 << 14;
 const ICR_ALL_BUT_SELF: u32 = 0b11 << 18;
 
-/// How long calibration counts the timer against the TSC.
-const CALIBRATION_US: u64 = 10_000;
 /// How long an xAPIC ICR may stay busy before a send is given up.
 const ICR_TIMEOUT_US: u64 = 100_000;
 
@@ -81,12 +77,11 @@ enum Mode {
 }
 
 static MODE: spin::Once<Result<Mode, LapicError>> = spin::Once::new();
-static TIMER_HZ: AtomicU64 = AtomicU64::new(0);
 static ERRORS: AtomicUsize = AtomicUsize::new(0);
 static LAST_ERROR_STATUS: AtomicU32 = AtomicU32::new(0);
 static SPURIOUS_COUNT: AtomicUsize = AtomicUsize::new(0);
 
-fn cpuid_bit(leaf: u32, ecx_bit: Option<u32>, edx_bit: Option<u32>) -> bool {
+pub(super) fn cpuid_bit(leaf: u32, ecx_bit: Option<u32>, edx_bit: Option<u32>) -> bool {
     let result = __cpuid(leaf);
     ecx_bit.is_some_and(|bit| result.ecx & (1 << bit) != 0)
         || edx_bit.is_some_and(|bit| result.edx & (1 << bit) != 0)
@@ -108,11 +103,6 @@ pub fn cpuid_apic_id() -> u32 {
 /// Whether CPUID offers x2APIC mode (leaf 1 ECX bit 21).
 pub fn cpu_has_x2apic() -> bool {
     cpuid_bit(1, Some(21), None)
-}
-
-/// Whether the timer supports TSC-deadline mode (CPUID leaf 1 ECX bit 24).
-pub fn has_tsc_deadline() -> bool {
-    cpuid_bit(1, Some(24), None)
 }
 
 fn choose_mode() -> Result<Mode, LapicError> {
@@ -138,7 +128,7 @@ fn mode() -> Option<&'static Mode> {
     MODE.get().and_then(|mode| mode.as_ref().ok())
 }
 
-fn read(reg: u32) -> u32 {
+pub(super) fn read(reg: u32) -> u32 {
     match mode() {
         // SAFETY: this CPU is in x2APIC mode (init_this_cpu) and `reg` is an
         // architectural APIC register.
@@ -152,7 +142,7 @@ fn read(reg: u32) -> u32 {
     }
 }
 
-fn write(reg: u32, value: u32) {
+pub(super) fn write(reg: u32, value: u32) {
     match mode() {
         // SAFETY: as in `read`; reserved bits are written as 0.
         Some(Mode::X2Apic) => unsafe { Msr::new(0x800 + reg / 16).write(u64::from(value)) },
@@ -195,9 +185,7 @@ pub fn init_this_cpu() -> Result<(), LapicError> {
     write(ESR, 0);
     write(ESR, 0);
     write(SVR, SVR_ENABLE | u32::from(SPURIOUS));
-    if TIMER_HZ.load(Ordering::Relaxed) == 0 {
-        TIMER_HZ.store(calibrate_timer(), Ordering::Relaxed);
-    }
+    timer::calibrate_once();
     Ok(())
 }
 
@@ -222,18 +210,6 @@ fn lint1_setting() -> u32 {
         }
         None => LVT_MASKED,
     }
-}
-
-/// Counts the (masked) timer down for `CALIBRATION_US` against the TSC.
-fn calibrate_timer() -> u64 {
-    write(TIMER_INITIAL, u32::MAX);
-    let start = time::rdtsc();
-    time::busy_wait_us(CALIBRATION_US);
-    let remaining = read(TIMER_CURRENT);
-    let elapsed = time::rdtsc() - start;
-    write(TIMER_INITIAL, 0);
-    let ticks = u128::from(u32::MAX - remaining);
-    (ticks * u128::from(time::tsc_hz()) / u128::from(elapsed.max(1))) as u64
 }
 
 /// Whether the APICs run in x2APIC mode.
@@ -337,54 +313,6 @@ pub fn send_init(apic_id: u32) -> Result<(), LapicError> {
 /// [`LapicError`] when the destination is unreachable or the ICR hangs.
 pub fn send_startup(apic_id: u32, trampoline_page_number: u8) -> Result<(), LapicError> {
     send(apic_id, ICR_ASSERT | ICR_STARTUP | u32::from(trampoline_page_number))
-}
-
-/// Timer ticks per second (bus clock / 16), as calibrated against the TSC.
-pub fn timer_hz() -> u64 {
-    TIMER_HZ.load(Ordering::Relaxed)
-}
-
-pub(super) fn program_oneshot(vector: u8, ns: u64) {
-    let ticks = u128::from(ns) * u128::from(timer_hz()) / 1_000_000_000;
-    write(LVT_TIMER, u32::from(vector));
-    // Writing the initial count starts the countdown (SDM Vol. 3A §11.5.4).
-    write(TIMER_INITIAL, ticks.clamp(1, u128::from(u32::MAX)) as u32);
-}
-
-pub(super) fn program_deadline(vector: u8, tsc: u64) {
-    if !has_tsc_deadline() {
-        let ns = time::ticks_to_ns(tsc.saturating_sub(time::rdtsc()));
-        return program_oneshot(vector, ns);
-    }
-    write(LVT_TIMER, TIMER_TSC_DEADLINE | u32::from(vector));
-    // The LVT write must reach the APIC before the deadline WRMSR, which
-    // MFENCE guarantees for the xAPIC's MMIO write (SDM Vol. 3A §11.5.4.1).
-    core::sync::atomic::fence(Ordering::SeqCst);
-    // SAFETY: IA32_TSC_DEADLINE exists (CPUID checked); a past deadline
-    // fires at once, 0 disarms.
-    unsafe { Msr::new(IA32_TSC_DEADLINE).write(tsc.max(1)) };
-}
-
-/// Fires [`TIMER`] once, `ns` nanoseconds from now (one-shot mode).
-pub fn set_oneshot_ns(ns: u64) {
-    program_oneshot(TIMER, ns);
-}
-
-/// Fires [`TIMER`] once when the TSC reaches `tsc`: TSC-deadline mode where
-/// available, else a one-shot countdown for the remaining time.
-pub fn set_deadline_tsc(tsc: u64) {
-    program_deadline(TIMER, tsc);
-}
-
-/// Disarms and masks this CPU's timer.
-pub fn stop_timer() {
-    write(LVT_TIMER, LVT_MASKED | u32::from(TIMER));
-    write(TIMER_INITIAL, 0);
-    if has_tsc_deadline() {
-        // SAFETY: the MSR exists (CPUID); outside deadline mode writes are
-        // ignored, inside it 0 disarms.
-        unsafe { Msr::new(IA32_TSC_DEADLINE).write(0) };
-    }
 }
 
 /// APIC errors seen so far on all CPUs.

@@ -13,6 +13,7 @@
 
 pub mod ioapic;
 pub mod lapic;
+mod timer;
 
 /// The local APIC timer.
 pub const TIMER: u8 = 0xec;

@@ -5,7 +5,7 @@
 //! interrupts only while it waits (with a timeout, so a lost interrupt
 //! fails the test instead of hanging it), and restores everything.
 
-use super::{Polarity, TriggerMode, ioapic, lapic};
+use super::{Polarity, TriggerMode, ioapic, lapic, timer};
 use crate::arch::hpet;
 use crate::arch::interrupts::{self, InterruptFrame};
 use crate::{check, check_eq, check_ok, ktest, time};
@@ -100,7 +100,7 @@ ktest!(
     fn lapic_oneshot_timer_fires_once() {
         let start = time::rdtsc();
         let hits = check_ok!(interrupts_after(TIMER_TEST_VECTOR, || {
-            lapic::program_oneshot(TIMER_TEST_VECTOR, 1_000_000)
+            timer::program_oneshot(TIMER_TEST_VECTOR, 1_000_000)
         }));
         let waited_us = time::ticks_to_us(time::rdtsc() - start);
         restore_timer();
@@ -115,7 +115,7 @@ ktest!(
         // TSC-deadline mode where the CPU has it, else the one-shot fallback.
         let hits = check_ok!(interrupts_after(TIMER_TEST_VECTOR, || {
             let deadline = time::rdtsc() + time::tsc_hz() / 1000;
-            lapic::program_deadline(TIMER_TEST_VECTOR, deadline)
+            timer::program_deadline(TIMER_TEST_VECTOR, deadline)
         }));
         restore_timer();
         check_eq!(hits, 1);
@@ -127,7 +127,7 @@ ktest!(
     fn stopped_timer_stays_quiet() {
         // Twice the armed time is long enough to be sure.
         let hits = check_ok!(interrupts_after_n(TIMER_TEST_VECTOR, 1, 20_000, || {
-            lapic::program_oneshot(TIMER_TEST_VECTOR, 1_000_000);
+            timer::program_oneshot(TIMER_TEST_VECTOR, 1_000_000);
             lapic::stop_timer();
             lapic::set_oneshot_ns(1_000_000);
             lapic::stop_timer();
