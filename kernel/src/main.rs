@@ -9,14 +9,19 @@
 
 extern crate alloc;
 
+mod acpi;
 mod arch;
+mod bench;
 mod boot_info;
 mod cmdline;
 mod klog;
 mod ktest;
 mod mm;
 mod rt;
+mod sched;
 mod shell;
+mod smp;
+mod sync;
 mod time;
 
 use arch::qemu_exit::{ExitCode, exit_qemu};
@@ -24,11 +29,12 @@ use arch::serial::RawSerial;
 use boot_info::BootInfo;
 use cmdline::{Mode, Options, Problem};
 use core::fmt::Write;
-use core::sync::atomic::{AtomicBool, Ordering};
 
 #[unsafe(no_mangle)]
 extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
     time::set_boot_tsc(boot_tsc);
+    // GS first: locks (the heap's included) use the per-CPU block.
+    smp::percpu::init_boot_cpu();
     arch::serial::init();
     arch::init_boot_cpu();
     let tsc_hz = time::calibrate_tsc();
@@ -56,6 +62,27 @@ extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
     mm::init(info);
     let frames = mm::frame::stats();
     log::info!("memory: {} MiB usable, {} MiB free", frames.usable >> 8, frames.free >> 8);
+
+    let platform = acpi::init();
+    match arch::hpet::init() {
+        Ok(hpet) => {
+            // The HPET is read directly: no polling window to overshoot, and
+            // the local APIC timer is calibrated from the TSC next.
+            let hpet_hz = time::calibrate_with(|| hpet.measure_tsc_hz(5));
+            log::info!("time: TSC {} kHz by HPET ({} kHz by PIT)", hpet_hz / 1000, tsc_hz / 1000);
+        }
+        Err(error) => log::info!("time: no HPET ({error:?}); keeping the PIT calibration"),
+    }
+    arch::apic::init_bsp();
+    let bsp_apic_id = arch::apic::lapic::id();
+    let ap_apic_ids: alloc::vec::Vec<u32> = platform
+        .usable_cpus()
+        .map(|cpu| cpu.apic_id)
+        .filter(|&apic_id| apic_id != bsp_apic_id)
+        .collect();
+    let online = smp::init(&ap_apic_ids);
+    log::info!("smp: {} of {} CPUs online", online, ap_apic_ids.len() + 1);
+    x86_64::instructions::interrupts::enable();
     log::info!("boot: ready in {} us", time::uptime_us());
 
     match options.mode {
@@ -68,7 +95,7 @@ extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
             exit_qemu(if summary.failed == 0 { ExitCode::Success } else { ExitCode::Failure })
         }
         Mode::Bench => {
-            kprintln!("bench: no in-kernel benchmarks yet");
+            bench::run_all();
             exit_qemu(ExitCode::Success)
         }
         Mode::Shell => shell::run(),
@@ -95,12 +122,10 @@ fn report_cmdline_problems(info: &BootInfo, options: &Options) {
     }
 }
 
-static PANICKING: AtomicBool = AtomicBool::new(false);
-
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
     x86_64::instructions::interrupts::disable();
-    if PANICKING.swap(true, Ordering::AcqRel) {
+    if !arch::exceptions::begin_fatal_report() {
         arch::halt_forever();
     }
     // Straight to the UART: the console lock may be held by the panicking code.

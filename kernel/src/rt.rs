@@ -128,10 +128,7 @@ mod tests {
             let (a, b) = (*b"abcd", *b"abce");
             // SAFETY: four readable bytes each.
             let (less, equal) = unsafe {
-                (
-                    super::memcmp(a.as_ptr(), b.as_ptr(), 4),
-                    super::bcmp(a.as_ptr(), a.as_ptr(), 4),
-                )
+                (super::memcmp(a.as_ptr(), b.as_ptr(), 4), super::bcmp(a.as_ptr(), a.as_ptr(), 4))
             };
             check!(less < 0);
             check_eq!(equal, 0);

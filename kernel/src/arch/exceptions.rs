@@ -51,8 +51,23 @@ pub fn breakpoint_count() -> u64 {
     BREAKPOINTS.load(Ordering::Relaxed)
 }
 
+/// Claims the right to print the one fatal report of this run (panic or
+/// fault) and stops the other CPUs. False if another CPU got there first.
+pub fn begin_fatal_report() -> bool {
+    if REPORTING.swap(true, Ordering::AcqRel) {
+        return false;
+    }
+    crate::smp::ipi::halt_others();
+    true
+}
+
 pub(super) fn handle(frame: &mut InterruptFrame) {
     let vector = frame.vector as u8;
+    if vector == super::interrupts::NMI_VECTOR && REPORTING.load(Ordering::Acquire) {
+        // Another CPU is reporting a panic or fatal fault: stop here, so its
+        // report comes out whole.
+        super::halt_forever();
+    }
     if vector == BREAKPOINT_VECTOR {
         // RIP already points past the int3: returning continues execution.
         BREAKPOINTS.fetch_add(1, Ordering::Relaxed);
@@ -69,7 +84,7 @@ pub(super) fn handle(frame: &mut InterruptFrame) {
 
 fn report_fatal(frame: &InterruptFrame, cr2: u64) -> ! {
     // One report, whole: a second fault (or CPU) waits here forever.
-    if REPORTING.swap(true, Ordering::AcqRel) {
+    if !begin_fatal_report() {
         super::halt_forever();
     }
     let vector = frame.vector as usize;

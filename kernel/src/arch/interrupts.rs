@@ -13,6 +13,7 @@
 //! (`fxsave64`) before calling Rust, because interrupted code may be in the
 //! middle of using any of them.
 
+use crate::smp::percpu;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// Saved state of the interrupted code, as the entry stubs lay it out.
@@ -260,12 +261,19 @@ extern "C" fn vireo_interrupt_dispatch(frame: &mut InterruptFrame) {
         super::exceptions::handle(frame);
         return;
     }
+    percpu::irq_enter();
     let handler = IRQ_HANDLERS[usize::from(vector)].load(Ordering::Acquire);
     if handler == 0 {
         UNHANDLED_IRQS.fetch_add(1, Ordering::Relaxed);
-        return;
+    } else {
+        // SAFETY: only `IrqHandler` function pointers are stored (register_irq).
+        let handler: IrqHandler = unsafe { core::mem::transmute::<usize, IrqHandler>(handler) };
+        handler(frame);
     }
-    // SAFETY: only `IrqHandler` function pointers are stored (register_irq).
-    let handler: IrqHandler = unsafe { core::mem::transmute::<usize, IrqHandler>(handler) };
-    handler(frame);
+    // Preempt only on the way out of the outermost handler: the frame is on
+    // the interrupted thread's own stack (the moving entry path), so
+    // switching threads here is a normal switch of that thread.
+    if percpu::irq_exit() && percpu::need_resched() {
+        crate::sched::preempt_from_interrupt();
+    }
 }

@@ -1,13 +1,17 @@
 //! x86_64-specific code: boot, CPU tables, interrupts, devices on I/O ports.
 
+pub mod apic;
 mod boot;
 pub mod exceptions;
 pub mod fixup;
 pub mod gdt;
+pub mod hpet;
 pub mod interrupts;
+pub mod pic;
 pub mod qemu_exit;
 pub mod serial;
 pub mod stack_trace;
+pub mod trampoline;
 
 use gdt::{CpuTables, IstStacks};
 

@@ -199,6 +199,46 @@ pub fn current_test() -> Option<&'static KTest> {
     unsafe { CURRENT_TEST.load(Ordering::Relaxed).as_ref() }
 }
 
+/// The CPU state every test must leave as it found it, so one test's
+/// leftovers cannot break the next.
+struct TestContext {
+    interrupts_on: bool,
+    preempt_count: u32,
+}
+
+impl TestContext {
+    fn capture() -> Self {
+        Self {
+            interrupts_on: x86_64::instructions::interrupts::are_enabled(),
+            preempt_count: crate::smp::percpu::preempt_count(),
+        }
+    }
+
+    /// Restores what the test changed and fails it for the change.
+    fn check_restored(&self) -> TestResult {
+        let now = Self::capture();
+        if now.preempt_count != self.preempt_count {
+            return Err(TestFailure::new(alloc::format!(
+                "test left preempt_count at {} (was {})",
+                now.preempt_count,
+                self.preempt_count
+            )));
+        }
+        if now.interrupts_on != self.interrupts_on {
+            if self.interrupts_on {
+                x86_64::instructions::interrupts::enable();
+            } else {
+                x86_64::instructions::interrupts::disable();
+            }
+            return Err(TestFailure::new(alloc::format!(
+                "test left interrupts {}",
+                if now.interrupts_on { "on" } else { "off" }
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Pass/fail totals of one run.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
@@ -220,9 +260,11 @@ pub fn run(selection: Selection) -> Summary {
         let full_name = test.full_name();
         crate::kprint!("test {} ... ", full_name);
         CURRENT_TEST.store(core::ptr::from_ref(test).cast_mut(), Ordering::Relaxed);
+        let context = TestContext::capture();
         let start = crate::time::rdtsc();
         let result = (test.run)();
         let elapsed_us = crate::time::ticks_to_us(crate::time::rdtsc() - start);
+        let result = result.and(context.check_restored());
         CURRENT_TEST.store(core::ptr::null_mut(), Ordering::Relaxed);
         match result {
             Ok(()) => {

@@ -4,8 +4,10 @@
 //! runs out it calls `GrowFromFrames`, which claims another contiguous run of
 //! frames (at least `GROW_BYTES`) through the direct map. When no frames are
 //! left, allocation fails normally: `try_reserve` and friends return errors.
+//! The heap lock disables interrupts, so any context may allocate.
 
 use super::{PAGE_SIZE, frame, phys_to_virt};
+use crate::sync::spinlock::RawIrqSpin;
 use core::alloc::Layout;
 use talc::{OomHandler, Span, Talc, Talck};
 
@@ -33,7 +35,7 @@ fn claim_frames(talc: &mut Talc<GrowFromFrames>, bytes: u64) -> Result<(), ()> {
 }
 
 #[global_allocator]
-static ALLOCATOR: Talck<spin::Mutex<()>, GrowFromFrames> = Talc::new(GrowFromFrames).lock();
+static ALLOCATOR: Talck<RawIrqSpin, GrowFromFrames> = Talc::new(GrowFromFrames).lock();
 
 /// Gives the heap its first memory. Must run after the frame allocator.
 pub fn init() {

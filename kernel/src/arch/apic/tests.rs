@@ -62,19 +62,14 @@ fn interrupts_after_n(
     Ok(hits)
 }
 
-fn ignore(_: &mut InterruptFrame) {}
-
-/// Hands the local timer back: stopped if nobody owns [`super::TIMER`],
-/// else fired at once so the owner's handler (the scheduler tick) re-arms it.
-fn restore_timer() {
-    x86_64::instructions::interrupts::without_interrupts(|| {
-        if interrupts::register_irq(super::TIMER, ignore).is_ok() {
-            interrupts::unregister_irq(super::TIMER);
-            lapic::stop_timer();
-        } else {
-            lapic::set_deadline_tsc(time::rdtsc());
-        }
-    });
+/// Runs a test that programs the local APIC timer, which the scheduler
+/// otherwise owns (its tick would re-arm the timer in the middle).
+fn with_timer<R>(f: impl FnOnce() -> R) -> R {
+    crate::sched::timer::with_local_timer_lent(|| {
+        let result = f();
+        lapic::stop_timer();
+        result
+    })
 }
 
 ktest!(
@@ -99,11 +94,10 @@ ktest!(
 ktest!(
     fn lapic_oneshot_timer_fires_once() {
         let start = time::rdtsc();
-        let hits = check_ok!(interrupts_after(TIMER_TEST_VECTOR, || {
+        let hits = check_ok!(with_timer(|| interrupts_after(TIMER_TEST_VECTOR, || {
             timer::program_oneshot(TIMER_TEST_VECTOR, 1_000_000)
-        }));
+        })));
         let waited_us = time::ticks_to_us(time::rdtsc() - start);
-        restore_timer();
         check_eq!(hits, 1);
         check!(waited_us >= 900, "fired after only {} us", waited_us);
         Ok(())
@@ -113,11 +107,10 @@ ktest!(
 ktest!(
     fn lapic_deadline_timer_fires_once() {
         // TSC-deadline mode where the CPU has it, else the one-shot fallback.
-        let hits = check_ok!(interrupts_after(TIMER_TEST_VECTOR, || {
+        let hits = check_ok!(with_timer(|| interrupts_after(TIMER_TEST_VECTOR, || {
             let deadline = time::rdtsc() + time::tsc_hz() / 1000;
             timer::program_deadline(TIMER_TEST_VECTOR, deadline)
-        }));
-        restore_timer();
+        })));
         check_eq!(hits, 1);
         Ok(())
     }
@@ -126,13 +119,13 @@ ktest!(
 ktest!(
     fn stopped_timer_stays_quiet() {
         // Twice the armed time is long enough to be sure.
-        let hits = check_ok!(interrupts_after_n(TIMER_TEST_VECTOR, 1, 20_000, || {
-            timer::program_oneshot(TIMER_TEST_VECTOR, 1_000_000);
-            lapic::stop_timer();
-            lapic::set_oneshot_ns(1_000_000);
-            lapic::stop_timer();
-        }));
-        restore_timer();
+        let hits =
+            check_ok!(with_timer(|| interrupts_after_n(TIMER_TEST_VECTOR, 1, 20_000, || {
+                timer::program_oneshot(TIMER_TEST_VECTOR, 1_000_000);
+                lapic::stop_timer();
+                lapic::set_oneshot_ns(1_000_000);
+                lapic::stop_timer();
+            })));
         check_eq!(hits, 0);
         Ok(())
     }

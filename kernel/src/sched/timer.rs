@@ -1,0 +1,132 @@
+//! The per-CPU tick: time slices and sleeping with a deadline.
+//!
+//! Each CPU's local APIC timer is armed for the earlier of its next tick and
+//! its earliest sleeper's deadline, so a sleeper wakes at its deadline (not
+//! up to a tick late) and an idle CPU still ticks to look for work to steal.
+
+use super::thread::{Thread, ThreadState};
+use crate::arch::interrupts::InterruptFrame;
+use crate::smp::percpu::{self, MAX_CPUS};
+use crate::sync::{IrqSpinLock, might_sleep};
+use crate::time;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+/// Microseconds between ticks.
+pub const TICK_US: u64 = 4_000;
+/// Ticks a thread may run while others wait.
+pub const SLICE_TICKS: u32 = 2;
+
+struct CpuTimer {
+    /// (deadline in TSC ticks, thread), unordered: lists are short.
+    sleepers: IrqSpinLock<Vec<(u64, Arc<Thread>)>>,
+    /// Set while a test owns this CPU's local APIC timer.
+    is_lent: AtomicBool,
+    next_tick_tsc: AtomicU64,
+    ticks_in_slice: AtomicU32,
+}
+
+static TIMERS: [CpuTimer; MAX_CPUS] = [const {
+    CpuTimer {
+        sleepers: IrqSpinLock::new(Vec::new()),
+        is_lent: AtomicBool::new(false),
+        next_tick_tsc: AtomicU64::new(0),
+        ticks_in_slice: AtomicU32::new(0),
+    }
+}; MAX_CPUS];
+
+fn tick_ticks() -> u64 {
+    TICK_US * time::tsc_hz() / 1_000_000
+}
+
+/// Arms this CPU's timer for the earlier of the next tick and `sleepers`'
+/// first deadline. Interrupts must be off (we must stay on this CPU).
+fn rearm(timer: &CpuTimer, sleepers: &[(u64, Arc<Thread>)]) {
+    if timer.is_lent.load(Ordering::Relaxed) {
+        return;
+    }
+    let next_tick = timer.next_tick_tsc.load(Ordering::Relaxed);
+    let earliest = sleepers.iter().map(|(deadline, _)| *deadline).min().unwrap_or(u64::MAX);
+    crate::arch::apic::lapic::set_deadline_tsc(next_tick.min(earliest));
+}
+
+/// Starts ticking on this CPU. Interrupts must be off.
+pub fn start_this_cpu() {
+    let timer = &TIMERS[percpu::cpu_id() as usize];
+    timer.next_tick_tsc.store(time::rdtsc() + tick_ticks(), Ordering::Relaxed);
+    rearm(timer, &timer.sleepers.lock());
+}
+
+/// Lends this CPU's local APIC timer to `f` (tests of the timer itself):
+/// the scheduler stops re-arming it, and takes it back afterwards. The
+/// caller stays on this CPU throughout; ticks and sleep wake-ups on this CPU
+/// pause meanwhile.
+pub fn with_local_timer_lent<R>(f: impl FnOnce() -> R) -> R {
+    let _pinned = crate::sync::PreemptGuard::new();
+    let timer = &TIMERS[percpu::cpu_id() as usize];
+    timer.is_lent.store(true, Ordering::Relaxed);
+    let result = f();
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        timer.is_lent.store(false, Ordering::Relaxed);
+        start_this_cpu();
+    });
+    result
+}
+
+/// The local timer's interrupt handler.
+pub fn on_timer_interrupt(_frame: &mut InterruptFrame) {
+    crate::count_event!(timer_ticks);
+    let timer = &TIMERS[percpu::cpu_id() as usize];
+    let now = time::rdtsc();
+    let mut sleepers = timer.sleepers.lock();
+    // Wake every sleeper whose deadline passed.
+    let mut index = 0;
+    while index < sleepers.len() {
+        if sleepers[index].0 <= now {
+            let (_, thread) = sleepers.swap_remove(index);
+            super::wake(&thread);
+        } else {
+            index += 1;
+        }
+    }
+    if now >= timer.next_tick_tsc.load(Ordering::Relaxed) {
+        timer.next_tick_tsc.store(now + tick_ticks(), Ordering::Relaxed);
+        let ticks = timer.ticks_in_slice.fetch_add(1, Ordering::Relaxed) + 1;
+        if ticks >= SLICE_TICKS {
+            timer.ticks_in_slice.store(0, Ordering::Relaxed);
+            // Slice over: switch if anyone else could run here.
+            if super::run_queue_len(percpu::cpu_id()) > 0 || super::current_is_idle() {
+                percpu::set_need_resched();
+            }
+        }
+    }
+    rearm(timer, &sleepers);
+    drop(sleepers);
+    crate::arch::apic::lapic::eoi();
+}
+
+/// Blocks the calling thread until the TSC reaches `deadline_tsc`.
+#[track_caller]
+pub fn sleep_until_tsc(deadline_tsc: u64) {
+    might_sleep();
+    while time::rdtsc() < deadline_tsc {
+        {
+            // The lock pins us to this CPU and keeps its timer interrupt out
+            // until we are listed and Blocked.
+            let timer = &TIMERS[percpu::cpu_id() as usize];
+            let mut sleepers = timer.sleepers.lock();
+            let current = super::current();
+            current.set_state(ThreadState::Blocked);
+            sleepers.push((deadline_tsc, current));
+            rearm(timer, &sleepers);
+        }
+        super::schedule();
+    }
+}
+
+/// Blocks the calling thread for at least `us` microseconds.
+#[track_caller]
+pub fn sleep_us(us: u64) {
+    sleep_until_tsc(time::rdtsc() + us * time::tsc_hz() / 1_000_000);
+}

@@ -1,0 +1,231 @@
+//! SMP tests: bring-up, per-CPU data, IPIs and TLB shootdown.
+
+use super::{ipi, online_cpus, percpu, tlb};
+use crate::arch::fixup;
+use crate::arch::interrupts::{self, InterruptFrame};
+use crate::mm::{frame, paging, vmap};
+use crate::sched::{JoinHandle, Placement, spawn};
+use crate::{check, check_eq, check_ok, ktest};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use x86_64::structures::paging::PageTableFlags as Flags;
+
+fn on_each_cpu(f: impl Fn(u32) + Send + Sync + 'static) -> Vec<JoinHandle> {
+    let f = Arc::new(f);
+    (0..online_cpus() as u32)
+        .map(|cpu| {
+            let f = f.clone();
+            spawn("ktest-cpu", Placement::Pinned(cpu), move || f(cpu)).expect("spawn failed")
+        })
+        .collect()
+}
+
+ktest!(
+    fn every_acpi_cpu_is_online() {
+        let listed = crate::acpi::platform().usable_cpus().count();
+        check_eq!(online_cpus(), listed);
+        check_eq!(percpu::cpu_count(), listed);
+        check!(online_cpus() >= 1);
+        Ok(())
+    }
+);
+
+ktest!(
+    fn per_cpu_blocks_are_distinct_and_self_consistent() {
+        let mut apic_ids: Vec<u32> = Vec::new();
+        for (index, cpu) in percpu::all_cpus().enumerate() {
+            check_eq!(cpu.cpu_id as usize, index);
+            apic_ids.push(cpu.apic_id.load(Ordering::Relaxed));
+        }
+        let count = apic_ids.len();
+        apic_ids.sort_unstable();
+        apic_ids.dedup();
+        check_eq!(apic_ids.len(), count);
+        Ok(())
+    }
+);
+
+ktest!(
+    fn gs_finds_this_cpus_own_block() {
+        let mismatches = Arc::new(AtomicU32::new(0));
+        let seen = mismatches.clone();
+        for handle in on_each_cpu(move |cpu| {
+            let block = percpu::this_cpu();
+            let expected = percpu::cpu(cpu as usize).unwrap();
+            let apic_id = crate::arch::apic::lapic::id();
+            if !core::ptr::eq(block, expected)
+                || percpu::cpu_id() != cpu
+                || block.apic_id.load(Ordering::Relaxed) != apic_id
+            {
+                seen.fetch_add(1, Ordering::Relaxed);
+            }
+        }) {
+            handle.join();
+        }
+        check_eq!(mismatches.load(Ordering::Relaxed), 0);
+        Ok(())
+    }
+);
+
+ktest!(
+    fn per_cpu_counters_are_isolated() {
+        // Each CPU's thread bumps only its own counter through GS; the
+        // increments must land on the CPU that made them and nowhere else.
+        const BUMPS: u64 = 1_000;
+        let before: Vec<u64> =
+            percpu::all_cpus().map(|cpu| cpu.counters.snapshot().tlb_shootdowns).collect();
+        let handles = on_each_cpu(|cpu| {
+            if cpu == 0 {
+                return;
+            }
+            let _pinned = crate::sync::PreemptGuard::new();
+            for _ in 0..BUMPS * u64::from(cpu) {
+                crate::count_event!(tlb_shootdowns);
+            }
+        });
+        for handle in handles {
+            handle.join();
+        }
+        for (cpu, old) in percpu::all_cpus().zip(before) {
+            let delta = cpu.counters.snapshot().tlb_shootdowns - old;
+            // Real shootdowns may add a few; bumps are exact multiples.
+            check!(
+                delta >= BUMPS * u64::from(cpu.cpu_id)
+                    && delta < BUMPS * u64::from(cpu.cpu_id) + BUMPS,
+                "CPU {} counted {}",
+                cpu.cpu_id,
+                delta
+            );
+        }
+        Ok(())
+    }
+);
+
+static DEPTH_SEEN: AtomicU32 = AtomicU32::new(u32::MAX);
+
+fn record_depth(_: &mut InterruptFrame) {
+    DEPTH_SEEN.store(percpu::irq_depth(), Ordering::Relaxed);
+}
+
+ktest!(
+    fn irq_depth_counts_handler_nesting() {
+        check_eq!(percpu::irq_depth(), 0);
+        check_ok!(interrupts::register_irq(0x44, record_depth));
+        // SAFETY: vector 0x44's handler only records the depth.
+        unsafe { core::arch::asm!("int 0x44") };
+        interrupts::unregister_irq(0x44);
+        check_eq!(DEPTH_SEEN.load(Ordering::Relaxed), 1);
+        check_eq!(percpu::irq_depth(), 0);
+        Ok(())
+    }
+);
+
+ktest!(
+    fn echo_ipi_round_trips_to_every_cpu() {
+        let me = {
+            let guard = crate::sync::PreemptGuard::new();
+            guard.cpu_id()
+        };
+        for cpu in (0..online_cpus() as u32).filter(|&cpu| cpu != me) {
+            check!(ipi::echo_round_trip(cpu).is_some(), "no echo from CPU {}", cpu);
+        }
+        check!(ipi::echo_round_trip(99).is_none());
+        Ok(())
+    }
+);
+
+ktest!(
+    fn cross_cpu_wakeup_uses_an_ipi() {
+        if online_cpus() < 2 {
+            return Ok(());
+        }
+        let target = 1u32;
+        let queue = Arc::new(crate::sched::WaitQueue::new());
+        let go = Arc::new(AtomicU32::new(0));
+        let (waiter_queue, waiter_go) = (queue.clone(), go.clone());
+        let handle = spawn("waiter", Placement::Pinned(target), move || {
+            waiter_queue.wait_until(|| waiter_go.load(Ordering::Acquire) == 1);
+        })
+        .expect("spawn failed");
+        let deadline = crate::time::uptime_us() + 2_000_000;
+        while queue.is_empty() && crate::time::uptime_us() < deadline {
+            crate::sched::timer::sleep_us(1_000);
+        }
+        let received = percpu::cpu(target as usize).unwrap().counters.snapshot().ipis_received;
+        go.store(1, Ordering::Release);
+        let sent_before = percpu::this_cpu().counters.snapshot().ipis_sent;
+        let woke = {
+            let _pinned = crate::sync::PreemptGuard::new();
+            let sent_before = percpu::this_cpu().counters.snapshot().ipis_sent;
+            let woke = queue.wake_one();
+            (woke, percpu::this_cpu().counters.snapshot().ipis_sent > sent_before)
+        };
+        let _ = sent_before;
+        handle.join();
+        check!(woke.0, "the waiter was not blocked");
+        check!(woke.1, "waking a thread on another CPU sent no IPI");
+        check!(percpu::cpu(target as usize).unwrap().counters.snapshot().ipis_received > received);
+        Ok(())
+    }
+);
+
+ktest!(
+    fn tlb_shootdown_makes_unmapped_page_fault_everywhere() {
+        let virt = vmap::reserve(1);
+        let phys = check_ok!(frame::alloc());
+        check_ok!(paging::map_page(virt, phys, Flags::WRITABLE | Flags::NO_EXECUTE));
+        let address = virt.as_u64();
+        // Every CPU reads the page, so each has it in its TLB.
+        let readable = Arc::new(AtomicU32::new(0));
+        let seen = readable.clone();
+        for handle in on_each_cpu(move |_| {
+            if fixup::probe_read_u64(address).is_ok() {
+                seen.fetch_add(1, Ordering::Relaxed);
+            }
+        }) {
+            handle.join();
+        }
+        check_eq!(readable.load(Ordering::Relaxed) as usize, online_cpus());
+        let served: u64 =
+            percpu::all_cpus().map(|cpu| cpu.counters.snapshot().tlb_shootdowns).sum();
+        check_eq!(check_ok!(tlb::unmap_kernel_page(virt)), phys);
+        frame::free(phys, 1);
+        let served_after: u64 =
+            percpu::all_cpus().map(|cpu| cpu.counters.snapshot().tlb_shootdowns).sum();
+        check!(served_after - served >= online_cpus() as u64 - 1);
+        let faults = Arc::new(AtomicU32::new(0));
+        let seen = faults.clone();
+        for handle in on_each_cpu(move |_| {
+            if let Err(fault) = fixup::probe_read_u64(address)
+                && fault.vector == 14
+                && fault.address == address
+            {
+                seen.fetch_add(1, Ordering::Relaxed);
+            }
+        }) {
+            handle.join();
+        }
+        check_eq!(faults.load(Ordering::Relaxed) as usize, online_cpus());
+        Ok(())
+    }
+);
+
+ktest!(
+    fn counters_snapshot_reads_another_cpu() {
+        let total: u64 = percpu::all_cpus().map(|cpu| cpu.counters.snapshot().timer_ticks).sum();
+        check!(total > 0);
+        let stamp = Arc::new(AtomicU64::new(0));
+        let out = stamp.clone();
+        spawn("reader", Placement::Pinned((online_cpus() - 1) as u32), move || {
+            out.store(
+                percpu::cpu(0).unwrap().counters.snapshot().context_switches,
+                Ordering::Relaxed,
+            );
+        })
+        .expect("spawn failed")
+        .join();
+        check!(stamp.load(Ordering::Relaxed) > 0);
+        Ok(())
+    }
+);
