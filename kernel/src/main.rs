@@ -5,7 +5,7 @@
 //! asks for: the shell, the in-kernel tests or the benchmarks.
 #![no_std]
 #![no_main]
-#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 extern crate alloc;
 

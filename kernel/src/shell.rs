@@ -9,6 +9,7 @@ use alloc::string::String;
 
 const PROMPT: &str = "vireo> ";
 const MAX_LINE_BYTES: usize = 256;
+const POLL_INTERVAL_US: u64 = 1_000;
 
 struct Command {
     name: &'static str,
@@ -21,6 +22,7 @@ const COMMANDS: &[Command] = &[
     Command { name: "mem", help: "frame and heap usage", run: |_| mem() },
     Command { name: "log", help: "dump the in-memory log ring", run: |_| dump_log() },
     Command { name: "uptime", help: "time since boot", run: |_| uptime() },
+    Command { name: "cpus", help: "per-CPU counters", run: |_| cpus() },
     Command { name: "cmdline", help: "the kernel command line", run: |_| cmdline() },
     Command { name: "tests", help: "list in-kernel tests", run: |_| list_tests() },
     Command { name: "ktest", help: "ktest [filter]: run in-kernel tests", run: run_tests },
@@ -51,7 +53,8 @@ pub fn run() -> ! {
 fn read_line(line: &mut String) {
     loop {
         let Some(byte) = serial::try_read_byte() else {
-            core::hint::spin_loop();
+            // Poll at 1 kHz and let the CPU halt in between.
+            crate::sched::timer::sleep_us(POLL_INTERVAL_US);
             continue;
         };
         match byte {
@@ -102,6 +105,36 @@ fn dump_log() {
 fn uptime() {
     let us = crate::time::uptime_us();
     kprintln!("up {}.{:06} s", us / 1_000_000, us % 1_000_000);
+}
+
+fn cpus() {
+    kprintln!(
+        "{:>4} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8} {:>7} {:>6}",
+        "cpu",
+        "switches",
+        "ticks",
+        "ipis-out",
+        "ipis-in",
+        "deferred",
+        "resched",
+        "stolen",
+        "queued"
+    );
+    for cpu in crate::smp::percpu::all_cpus() {
+        let counters = cpu.counters.snapshot();
+        kprintln!(
+            "{:>4} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8} {:>7} {:>6}",
+            cpu.cpu_id,
+            counters.context_switches,
+            counters.timer_ticks,
+            counters.ipis_sent,
+            counters.ipis_received,
+            counters.preemptions_deferred,
+            counters.deferred_reschedules_run,
+            counters.threads_stolen,
+            crate::sched::run_queue_len(cpu.cpu_id)
+        );
+    }
 }
 
 fn cmdline() {

@@ -88,6 +88,13 @@ pub fn ticks_to_ns(ticks: u64) -> u64 {
     (u128::from(ticks) * 1_000_000_000 / u128::from(tsc_hz())) as u64
 }
 
+/// Nanoseconds since the kernel's first instruction: the monotonic clock
+/// (the TSC is invariant on every CPU vireo supports, and QEMU keeps the
+/// vCPUs' TSCs in step).
+pub fn now_ns() -> u64 {
+    ticks_to_ns(rdtsc().saturating_sub(BOOT_TSC.load(Ordering::Relaxed)))
+}
+
 /// Microseconds since the kernel's first instruction.
 pub fn uptime_us() -> u64 {
     ticks_to_us(rdtsc().saturating_sub(BOOT_TSC.load(Ordering::Relaxed)))
@@ -130,6 +137,32 @@ mod tests {
             busy_wait_us(2000);
             let second = uptime_us();
             check!(second >= first + 2000, "{} -> {}", first, second);
+            Ok(())
+        }
+    );
+
+    ktest!(
+        fn now_ns_is_monotonic_across_cpus() {
+            use alloc::sync::Arc;
+            use core::sync::atomic::AtomicU64;
+            // Each CPU reads the clock after the previous reader published
+            // its reading: time must never go backwards between CPUs.
+            let last = Arc::new(AtomicU64::new(now_ns()));
+            let backwards = Arc::new(AtomicU64::new(0));
+            for cpu in 0..crate::smp::online_cpus() as u32 {
+                let (last, backwards) = (last.clone(), backwards.clone());
+                crate::sched::spawn("clock", crate::sched::Placement::Pinned(cpu), move || {
+                    for _ in 0..100 {
+                        let now = now_ns();
+                        if now < last.swap(now, Ordering::AcqRel) {
+                            backwards.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+                .expect("spawn failed")
+                .join();
+            }
+            check!(backwards.load(Ordering::Relaxed) == 0, "clock went backwards");
             Ok(())
         }
     );

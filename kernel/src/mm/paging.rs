@@ -77,37 +77,57 @@ fn with_mapper<R>(f: impl FnOnce(&mut OffsetPageTable<'static>) -> R) -> R {
     })
 }
 
-fn table_at(entry_phys: PhysAddr) -> &'static mut PageTable {
-    // SAFETY: page-table frames are RAM reachable through the direct map and
-    // are only modified under the page-table lock (or before SMP, in init).
-    unsafe { &mut *phys_to_virt(entry_phys).as_mut_ptr::<PageTable>() }
+/// The page table in the frame at `table_phys`, through the direct map.
+///
+/// # Safety
+/// The frame must hold a page table, and the caller must be its only
+/// writer for the reference's life: boot code before other CPUs run, or a
+/// holder of the page-table lock building tables no one else can reach yet.
+unsafe fn table_at(table_phys: PhysAddr) -> &'static mut PageTable {
+    // SAFETY: page-table frames are RAM reachable through the direct map;
+    // exclusivity is the caller's promise.
+    unsafe { &mut *phys_to_virt(table_phys).as_mut_ptr::<PageTable>() }
 }
 
-fn next_table(table: &mut PageTable, index: usize) -> Result<&'static mut PageTable, OutOfMemory> {
+/// The child table of `table[index]`, allocated and linked if missing.
+///
+/// # Safety
+/// As for [`table_at`], for the whole subtree under `table`.
+unsafe fn next_table(
+    table: &mut PageTable,
+    index: usize,
+) -> Result<&'static mut PageTable, OutOfMemory> {
     let entry = &mut table[index];
     if entry.is_unused() {
         let phys = frame::alloc()?;
         zero_frame(phys);
         entry.set_addr(phys, Flags::PRESENT | Flags::WRITABLE);
     }
-    Ok(table_at(entry.addr()))
+    // SAFETY: the entry points at a page table of the caller's subtree.
+    Ok(unsafe { table_at(entry.addr()) })
 }
 
-/// Maps `phys` at `HHDM_BASE + phys` in the tree rooted at `pdpt`: 2 MiB
-/// pages where the range allows, 4 KiB elsewhere.
-fn direct_map_range(pml4: &mut PageTable, start: u64, end: u64) -> Result<(), OutOfMemory> {
+/// Maps `start..end` at `HHDM_BASE + phys` in the tree rooted at `pml4`:
+/// 2 MiB pages where the range allows, 4 KiB elsewhere.
+///
+/// # Safety
+/// The caller is the only user of the tree under `pml4` (see `table_at`).
+unsafe fn direct_map_range(pml4: &mut PageTable, start: u64, end: u64) -> Result<(), OutOfMemory> {
     let flags = Flags::PRESENT | Flags::WRITABLE | Flags::GLOBAL | Flags::NO_EXECUTE;
     let mut phys = start;
     while phys < end {
         let virt = VirtAddr::new(HHDM_BASE + phys);
-        let pdpt = next_table(pml4, usize::from(virt.p4_index()))?;
-        let pd = next_table(pdpt, usize::from(virt.p3_index()))?;
+        // SAFETY: the caller owns the whole tree.
+        let pdpt = unsafe { next_table(pml4, usize::from(virt.p4_index()))? };
+        // SAFETY: as above.
+        let pd = unsafe { next_table(pdpt, usize::from(virt.p3_index()))? };
         if phys.is_multiple_of(HUGE_PAGE_SIZE) && phys + HUGE_PAGE_SIZE <= end {
             pd[usize::from(virt.p2_index())]
                 .set_addr(PhysAddr::new(phys), flags | Flags::HUGE_PAGE);
             phys += HUGE_PAGE_SIZE;
         } else {
-            let pt = next_table(pd, usize::from(virt.p2_index()))?;
+            // SAFETY: as above.
+            let pt = unsafe { next_table(pd, usize::from(virt.p2_index()))? };
             pt[usize::from(virt.p1_index())].set_addr(PhysAddr::new(phys), flags);
             phys += PAGE_SIZE;
         }
@@ -123,10 +143,12 @@ pub fn init(boot_info: &BootInfo) {
     // Build the new direct map under a scratch PML4, then move its slots in.
     let scratch_phys = frame::alloc().expect("no frame for page tables");
     zero_frame(scratch_phys);
-    let scratch = table_at(scratch_phys);
+    // SAFETY: a fresh, zeroed frame that only this function knows.
+    let scratch = unsafe { table_at(scratch_phys) };
     // The first 1 MiB is mapped whole: firmware tables and the AP trampoline
     // live there.
-    direct_map_range(scratch, 0, 1 << 20).expect("no frames for the direct map");
+    // SAFETY: the scratch tree is private to this function until installed.
+    unsafe { direct_map_range(scratch, 0, 1 << 20) }.expect("no frames for the direct map");
     for region in boot_info.regions() {
         let wanted = matches!(
             region.kind,
@@ -136,7 +158,9 @@ pub fn init(boot_info: &BootInfo) {
             let start = region.start.as_u64().next_multiple_of(PAGE_SIZE).max(1 << 20);
             let end = region.end().as_u64() / PAGE_SIZE * PAGE_SIZE;
             if start < end {
-                direct_map_range(scratch, start, end).expect("no frames for the direct map");
+                // SAFETY: as above.
+                unsafe { direct_map_range(scratch, start, end) }
+                    .expect("no frames for the direct map");
             }
         }
     }
@@ -211,7 +235,9 @@ pub fn is_mapped(address: u64) -> bool {
     let Ok(virt) = VirtAddr::try_new(address) else {
         return false;
     };
-    let mut table: &PageTable = table_at(Cr3::read().0.start_address());
+    // SAFETY: only read, racily but harmlessly: a concurrent change makes
+    // the answer stale, never unsafe, because page-table frames stay tables.
+    let mut table: &PageTable = unsafe { table_at(Cr3::read().0.start_address()) };
     for index in [virt.p4_index(), virt.p3_index(), virt.p2_index(), virt.p1_index()] {
         let entry = &table[index];
         if !entry.flags().contains(Flags::PRESENT) {
@@ -220,7 +246,8 @@ pub fn is_mapped(address: u64) -> bool {
         if entry.flags().contains(Flags::HUGE_PAGE) {
             return true;
         }
-        table = table_at(entry.addr());
+        // SAFETY: as above, for the next level.
+        table = unsafe { table_at(entry.addr()) };
     }
     true
 }
