@@ -157,3 +157,44 @@ unsafe impl<H: Hal, const N: usize> DmaBuffers for DmaChain<H, N> {
         Segment { addr: self.dma.paddr() + u64::from(off), len }
     }
 }
+
+// SAFETY: the box owns the `T` exclusively and keeps it alive (and at the
+// same place) for as long as the box lives; `T`'s own contract covers its
+// segments. Moving a `Box` moves 8 bytes instead of the whole request, so
+// drivers keep a pool of boxed requests allocated once at setup.
+unsafe impl<T: DmaBuffers + ?Sized> DmaBuffers for alloc::boxed::Box<T> {
+    #[inline]
+    fn segment_count(&self) -> usize {
+        (**self).segment_count()
+    }
+
+    #[inline]
+    fn readable_count(&self) -> usize {
+        (**self).readable_count()
+    }
+
+    #[inline]
+    fn segment(&self, index: usize) -> Segment {
+        (**self).segment(index)
+    }
+}
+
+// SAFETY: a `&'static mut T` is the only handle to a `T` that is never
+// dropped (e.g. from `Box::leak` or a static pool), so its memory stays
+// valid and unreachable by other code while the queue holds the reference.
+unsafe impl<T: DmaBuffers + ?Sized> DmaBuffers for &'static mut T {
+    #[inline]
+    fn segment_count(&self) -> usize {
+        (**self).segment_count()
+    }
+
+    #[inline]
+    fn readable_count(&self) -> usize {
+        (**self).readable_count()
+    }
+
+    #[inline]
+    fn segment(&self, index: usize) -> Segment {
+        (**self).segment(index)
+    }
+}

@@ -217,7 +217,7 @@ pub fn hostile_device(data: &[u8]) -> Outcome {
                 }
                 let writable: u32 = segs[nread..nseg].iter().map(|s| s.1 as u32).sum();
                 chain.set_segments(&segs[..nread], &segs[nread..nseg]).expect("layout");
-                match q.add(chain) {
+                match Virtqueue::add(&mut q, chain) {
                     Ok(t) => {
                         assert!(!broken);
                         out.added += 1;
@@ -250,7 +250,7 @@ pub fn hostile_device(data: &[u8]) -> Outcome {
                 let idx = bytes.u16();
                 dev.set_idx(idx);
             }
-            11..=13 => match q.pop_used() {
+            11..=13 => match Virtqueue::pop_used(&mut q) {
                 Ok(Some(u)) => {
                     assert!(!broken);
                     out.popped += 1;

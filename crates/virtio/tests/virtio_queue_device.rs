@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use vireo_virtio::{
     DeviceStatus, Dma, DmaChain, Error, Features, Hal, InterruptStatus, PAGE_SIZE, PhysAddr,
-    QueueConfig, SplitQueue, Transport, Virtqueue, negotiate_features,
+    QueueConfig, SplitQueue, Transport, negotiate_features,
 };
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};

@@ -352,16 +352,47 @@ impl<H: Hal, B> Drop for SplitQueue<H, B> {
     }
 }
 
-impl<H: Hal, B: DmaBuffers> Virtqueue<B> for SplitQueue<H, B> {
+impl<H: Hal, B> SplitQueue<H, B> {
+    /// Makes a request available to the device, taking ownership of its
+    /// buffers until the device returns them. Does not notify the device.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::QueueFull`], [`Error::InvalidRequest`] or [`Error::Broken`],
+    /// with the buffers handed back.
     #[inline]
-    fn add(&mut self, buffers: B) -> core::result::Result<Token, Rejected<B>> {
+    pub fn add(&mut self, buffers: B) -> core::result::Result<Token, Rejected<B>>
+    where
+        B: DmaBuffers,
+    {
         let n = buffers.segment_count();
         let r = buffers.readable_count();
         self.add_chain(n, r, |b: &B, i| b.segment(i), buffers)
     }
 
+    /// Notify decision plus the notification itself, see
+    /// [`Virtqueue::kick`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Broken`].
     #[inline]
-    fn should_notify(&mut self) -> Result<bool> {
+    pub fn kick<T: Transport>(&mut self, transport: &mut T) -> Result<bool> {
+        let kick = self.should_notify()?;
+        if kick {
+            transport.notify(self.index);
+        }
+        Ok(kick)
+    }
+
+    #[inline]
+    /// Decides whether the device must be notified about requests added
+    /// since the last decision, see [`Virtqueue::should_notify`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Broken`].
+    pub fn should_notify(&mut self) -> Result<bool> {
         if self.broken {
             return Err(Error::Broken);
         }
@@ -399,12 +430,20 @@ impl<H: Hal, B: DmaBuffers> Virtqueue<B> for SplitQueue<H, B> {
         Ok(kick)
     }
 
-    fn queue_index(&self) -> u16 {
+    /// The queue's index on its device.
+    pub fn queue_index(&self) -> u16 {
         self.index
     }
 
     #[inline]
-    fn pop_used(&mut self) -> Result<Option<Used<B>>> {
+    /// Takes the next completed request, see [`Virtqueue::pop_used`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DeviceBadId`], [`Error::DeviceBadLength`],
+    /// [`Error::DeviceIdxOverrun`] (the queue is then broken) or
+    /// [`Error::Broken`].
+    pub fn pop_used(&mut self) -> Result<Option<Used<B>>> {
         if self.broken {
             return Err(Error::Broken);
         }
@@ -454,7 +493,13 @@ impl<H: Hal, B: DmaBuffers> Virtqueue<B> for SplitQueue<H, B> {
         Ok(Some(Used { token: Token(id as u16), written_len: len, buffers }))
     }
 
-    fn enable_interrupts(&mut self) -> Result<bool> {
+    /// Re-enables used-buffer interrupts and reports whether completions
+    /// raced in, see [`Virtqueue::enable_interrupts`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Broken`].
+    pub fn enable_interrupts(&mut self) -> Result<bool> {
         if self.broken {
             return Err(Error::Broken);
         }
@@ -475,7 +520,12 @@ impl<H: Hal, B: DmaBuffers> Virtqueue<B> for SplitQueue<H, B> {
         Ok(self.ring.used_idx() != self.last_used)
     }
 
-    fn disable_interrupts(&mut self) -> Result {
+    /// Asks the device not to interrupt (a hint, §2.7.7).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Broken`].
+    pub fn disable_interrupts(&mut self) -> Result {
         if self.broken {
             return Err(Error::Broken);
         }
@@ -490,10 +540,44 @@ impl<H: Hal, B: DmaBuffers> Virtqueue<B> for SplitQueue<H, B> {
         Ok(())
     }
 
-    fn stats(&self) -> QueueStats {
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> QueueStats {
         self.stats
     }
 
+    /// Zeroes the counters.
+    pub fn reset_stats(&mut self) {
+        self.stats = QueueStats::default();
+    }
+}
+
+impl<H: Hal, B: DmaBuffers> Virtqueue<B> for SplitQueue<H, B> {
+    #[inline]
+    fn add(&mut self, buffers: B) -> core::result::Result<Token, Rejected<B>> {
+        SplitQueue::add(self, buffers)
+    }
+    #[inline]
+    fn should_notify(&mut self) -> Result<bool> {
+        SplitQueue::should_notify(self)
+    }
+    fn queue_index(&self) -> u16 {
+        self.index
+    }
+    #[inline]
+    fn pop_used(&mut self) -> Result<Option<Used<B>>> {
+        SplitQueue::pop_used(self)
+    }
+    #[inline]
+    fn enable_interrupts(&mut self) -> Result<bool> {
+        SplitQueue::enable_interrupts(self)
+    }
+    #[inline]
+    fn disable_interrupts(&mut self) -> Result {
+        SplitQueue::disable_interrupts(self)
+    }
+    fn stats(&self) -> QueueStats {
+        self.stats
+    }
     fn reset_stats(&mut self) {
         self.stats = QueueStats::default();
     }
