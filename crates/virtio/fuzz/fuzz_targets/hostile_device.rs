@@ -1,0 +1,9 @@
+//! Arbitrary bytes drive a device that writes arbitrary used entries and
+//! indices; the harness panics (= a crash) on any violated queue invariant.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    vireo_virtio::fuzzing::hostile_device(data);
+});
