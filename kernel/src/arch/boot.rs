@@ -84,22 +84,22 @@ pvh_start32:
 
     /* CR4: PAE (5), PGE (7), OSFXSR (9), OSXMMEXCPT (10). */
     movl %cr4, %eax
-    orl $((1 << 5) | (1 << 7) | (1 << 9) | (1 << 10)), %eax
+    orl ${cr4}, %eax
     movl %eax, %cr4
 
     movl $(boot_pml4 - KERNEL_VMA), %eax
     movl %eax, %cr3
 
     /* EFER: LME (8) and NXE (11). */
-    movl $0xc0000080, %ecx
+    movl ${efer_msr}, %ecx
     rdmsr
-    orl $((1 << 8) | (1 << 11)), %eax
+    orl ${efer}, %eax
     wrmsr
 
     /* CR0: PG (31), WP (16), MP (1); clear EM (2) so SSE works. */
     movl %cr0, %eax
-    andl $~(1 << 2), %eax
-    orl $((1 << 31) | (1 << 16) | (1 << 1)), %eax
+    andl $~{cr0_em}, %eax
+    orl ${cr0}, %eax
     movl %eax, %cr0
 
     lgdt (boot_gdt_pointer - KERNEL_VMA)
@@ -133,8 +133,8 @@ long_mode_high:
     .p2align 3
 boot_gdt:
     .quad 0
-    .quad 0x00af9a000000ffff      /* 0x08: 64-bit code */
-    .quad 0x00cf92000000ffff      /* 0x10: data */
+    .quad {gdt_code}              /* 0x08: 64-bit code */
+    .quad {gdt_data}              /* 0x10: data */
 boot_gdt_end:
 boot_gdt_pointer:
     .word boot_gdt_end - boot_gdt - 1
@@ -151,5 +151,14 @@ boot_pd:        .skip 4 * 4096
 boot_stack:     .skip 64 * 1024
 boot_stack_top:
     "#,
+    cr4 = const long_mode::CR4_FLAGS,
+    efer_msr = const long_mode::EFER_MSR,
+    efer = const long_mode::EFER_FLAGS,
+    cr0 = const long_mode::CR0_FLAGS,
+    cr0_em = const long_mode::CR0_EM,
+    gdt_code = const long_mode::GDT_CODE64,
+    gdt_data = const long_mode::GDT_DATA,
     options(att_syntax)
 );
+
+use super::long_mode;

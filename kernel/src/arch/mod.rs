@@ -7,6 +7,7 @@ pub mod fixup;
 pub mod gdt;
 pub mod hpet;
 pub mod interrupts;
+mod long_mode;
 pub mod pic;
 pub mod qemu_exit;
 pub mod serial;

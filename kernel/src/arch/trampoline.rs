@@ -26,17 +26,17 @@ vireo_trampoline_start:
     movw %ax, %ds
     lgdtl (trampoline_gdt_pointer - vireo_trampoline_start)
     /* CR4: PAE, PGE, OSFXSR, OSXMMEXCPT (SSE for the precompiled core). */
-    movl $((1 << 5) | (1 << 7) | (1 << 9) | (1 << 10)), %eax
+    movl ${cr4}, %eax
     movl %eax, %cr4
     movl (trampoline_cr3 - vireo_trampoline_start), %eax
     movl %eax, %cr3
     /* EFER: LME and NXE. */
-    movl $0xc0000080, %ecx
+    movl ${efer_msr}, %ecx
     rdmsr
-    orl $((1 << 8) | (1 << 11)), %eax
+    orl ${efer}, %eax
     wrmsr
     /* CR0: PG, WP, MP, PE; EM clear. */
-    movl $((1 << 31) | (1 << 16) | (1 << 1) | (1 << 0)), %eax
+    movl ${cr0}, %eax
     movl %eax, %cr0
     ljmpl $0x08, $(TRAMPOLINE + trampoline_long_mode - vireo_trampoline_start)
 
@@ -58,8 +58,8 @@ trampoline_long_mode:
     .p2align 3
 trampoline_gdt:
     .quad 0
-    .quad 0x00af9a000000ffff      /* 0x08: 64-bit code */
-    .quad 0x00cf92000000ffff      /* 0x10: data */
+    .quad {gdt_code}              /* 0x08: 64-bit code */
+    .quad {gdt_data}              /* 0x10: data */
 trampoline_gdt_pointer:
     .word trampoline_gdt_pointer - trampoline_gdt - 1
     .long TRAMPOLINE + trampoline_gdt - vireo_trampoline_start
@@ -73,6 +73,12 @@ trampoline_argument: .quad 0
 vireo_trampoline_end:
     .code64
     "#,
+    cr4 = const super::long_mode::CR4_FLAGS,
+    efer_msr = const super::long_mode::EFER_MSR,
+    efer = const super::long_mode::EFER_FLAGS,
+    cr0 = const super::long_mode::CR0_FLAGS,
+    gdt_code = const super::long_mode::GDT_CODE64,
+    gdt_data = const super::long_mode::GDT_DATA,
     options(att_syntax)
 );
 

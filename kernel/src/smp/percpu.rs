@@ -210,37 +210,60 @@ pub fn all_cpus() -> impl Iterator<Item = &'static PerCpu> {
 // fence is needed: only this CPU reads or writes these fields (interrupts
 // on this CPU see its own stores in program order).
 
+/// `inc dword gs:[field]`: one unlocked increment of this CPU's field.
+macro_rules! gs_inc {
+    ($field:ident) => {
+        // SAFETY: one increment of a u32 field of this CPU's block, which
+        // only this CPU writes.
+        unsafe {
+            core::arch::asm!("inc dword ptr gs:[{off}]", off = const gs_offset!($field), options(nostack))
+        }
+    };
+}
+
+/// `dec dword gs:[field]`, evaluating to whether the result is zero (ZF).
+macro_rules! gs_dec_is_zero {
+    ($field:ident) => {{
+        let zero: u8;
+        // SAFETY: one decrement of a u32 field of this CPU's block, which
+        // only this CPU writes.
+        unsafe {
+            core::arch::asm!("dec dword ptr gs:[{off}]", "setz {zero}", off = const gs_offset!($field),
+                             zero = out(reg_byte) zero, options(nostack));
+        }
+        zero != 0
+    }};
+}
+
+/// `mov r32, gs:[field]`: one load of this CPU's field.
+macro_rules! gs_read {
+    ($field:ident) => {{
+        let value: u32;
+        // SAFETY: one load of a u32 field of this CPU's block.
+        unsafe {
+            core::arch::asm!("mov {:e}, gs:[{off}]", out(reg) value, off = const gs_offset!($field),
+                             options(nostack, preserves_flags));
+        }
+        value
+    }};
+}
+
 /// Raises this CPU's preemption count by one.
 #[inline(always)]
 pub(crate) fn preempt_count_inc() {
-    // SAFETY: one unlocked increment of this CPU's counter.
-    unsafe {
-        core::arch::asm!("inc dword ptr gs:[{off}]", off = const gs_offset!(preempt_count), options(nostack))
-    };
+    gs_inc!(preempt_count);
 }
 
 /// Lowers this CPU's preemption count; returns true when it reached zero.
 #[inline(always)]
 pub(crate) fn preempt_count_dec() -> bool {
-    let zero: u8;
-    // SAFETY: one unlocked decrement of this CPU's counter; ZF reports zero.
-    unsafe {
-        core::arch::asm!("dec dword ptr gs:[{off}]", "setz {zero}", off = const gs_offset!(preempt_count),
-                         zero = out(reg_byte) zero, options(nostack));
-    }
-    zero != 0
+    gs_dec_is_zero!(preempt_count)
 }
 
 /// This CPU's preemption count.
 #[inline(always)]
 pub fn preempt_count() -> u32 {
-    let count: u32;
-    // SAFETY: one load from this CPU's block.
-    unsafe {
-        core::arch::asm!("mov {:e}, gs:[{off}]", out(reg) count, off = const gs_offset!(preempt_count),
-                         options(nostack, preserves_flags));
-    }
-    count
+    gs_read!(preempt_count)
 }
 
 /// Marks this CPU as needing to reschedule.
@@ -268,39 +291,24 @@ pub fn take_need_resched() -> bool {
 /// Whether a reschedule is pending on this CPU.
 #[inline(always)]
 pub fn need_resched() -> bool {
-    let flag: u32;
-    // SAFETY: one load from this CPU's block.
-    unsafe {
-        core::arch::asm!("mov {:e}, gs:[{off}]", out(reg) flag, off = const gs_offset!(need_resched),
-                         options(nostack, preserves_flags));
-    }
-    flag != 0
+    gs_read!(need_resched) != 0
 }
 
 /// Enters an interrupt handler.
 #[inline(always)]
 pub(crate) fn irq_enter() {
-    // SAFETY: one unlocked increment of this CPU's counter.
-    unsafe {
-        core::arch::asm!("inc dword ptr gs:[{off}]", off = const gs_offset!(irq_depth), options(nostack))
-    };
+    gs_inc!(irq_depth);
 }
 
 /// Leaves an interrupt handler; returns true when no handler is active.
 #[inline(always)]
 pub(crate) fn irq_exit() -> bool {
-    let zero: u8;
-    // SAFETY: one unlocked decrement of this CPU's counter.
-    unsafe {
-        core::arch::asm!("dec dword ptr gs:[{off}]", "setz {zero}", off = const gs_offset!(irq_depth),
-                         zero = out(reg_byte) zero, options(nostack));
-    }
-    zero != 0
+    gs_dec_is_zero!(irq_depth)
 }
 
 /// Current interrupt nesting depth on this CPU.
 pub fn irq_depth() -> u32 {
-    this_cpu().irq_depth.load(Ordering::Relaxed)
+    gs_read!(irq_depth)
 }
 
 /// Bumps one of this CPU's counters with a single unlocked `inc`.
