@@ -312,7 +312,7 @@ fn vireo(iters: u64, indirect: bool, batch: usize) -> f64 {
     let start = Instant::now();
     let mut done = 0;
     while done < iters {
-        for c in chains.drain(..) {
+        while let Some(c) = chains.pop() {
             q.add(c).map_err(|r| r.error).unwrap();
         }
         q.kick(&mut t).unwrap();

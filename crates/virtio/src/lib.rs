@@ -39,6 +39,8 @@ pub mod features;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod hal;
+#[cfg(test)]
+mod hot_path_tests;
 pub mod queue;
 pub mod transport;
 

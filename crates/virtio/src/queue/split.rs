@@ -1,6 +1,6 @@
 //! The split virtqueue, driver side (VirtIO 1.2 §2.7).
 //!
-//! Driver-private state ([`Slot`]) mirrors everything the driver needs about
+//! Driver-private state (`Slot`) mirrors everything the driver needs about
 //! each descriptor — free-list links, chain tail and length, writable byte
 //! count, the request's owner — so the driver never reads back `addr`,
 //! `len`, `flags` or `next` from shared memory (which a device could have
