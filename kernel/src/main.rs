@@ -130,7 +130,15 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     }
     // Straight to the UART: the console lock may be held by the panicking code.
     let out = &mut RawSerial;
-    let _ = writeln!(out, "\npanic: {info}");
+    // One line, so the runner can quote the whole reason.
+    match info.location() {
+        Some(location) => {
+            let _ = writeln!(out, "\npanic: {} at {}", info.message(), location);
+        }
+        None => {
+            let _ = writeln!(out, "\npanic: {}", info.message());
+        }
+    }
     if let Some(test) = ktest::current_test() {
         let _ = writeln!(out, "  in test {}::{}", test.suite(), test.name);
     }

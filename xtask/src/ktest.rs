@@ -288,7 +288,10 @@ fn on_event(
                     res.records[i].outcome = Outcome::Failed(format!("failed: {}", line.trim()));
                 }
             }
-            if st.panic.is_none() && line.to_ascii_lowercase().contains("panic") {
+            // The kernel's fatal reports: `panic: ...` and `EXCEPTION: ...`.
+            let is_fatal = line.to_ascii_lowercase().contains("panic")
+                || line.trim_start().starts_with("EXCEPTION:");
+            if st.panic.is_none() && is_fatal {
                 st.panic = Some(line.trim().to_string());
             }
             // Panic text is always shown: it is the one log line that matters.
@@ -484,6 +487,19 @@ mod tests {
         }
         match &failed[1].outcome {
             Outcome::Failed(r) => assert_eq!(r, "crashed: triple fault (status 0)"),
+            o => panic!("{o:?}"),
+        }
+    }
+
+    #[test]
+    fn exception_report_is_the_crash_reason() {
+        let (res, cmds, _) = run(vec![
+            ("test a::pf ... \nEXCEPTION: page fault (vector 14) error=0x2\n  rip=0x1\n", FAIL),
+            ("test a::next ... ok (1 us)\nktest: 1 passed, 0 failed\n", OK),
+        ]);
+        assert_eq!(cmds[1], "ktest ktest.after=a::pf");
+        match &res.failed().next().unwrap().outcome {
+            Outcome::Failed(r) => assert!(r.contains("EXCEPTION: page fault"), "{r}"),
             o => panic!("{o:?}"),
         }
     }

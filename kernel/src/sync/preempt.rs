@@ -44,7 +44,8 @@ impl Default for PreemptGuard {
 impl Drop for PreemptGuard {
     #[inline]
     fn drop(&mut self) {
-        debug_assert_eq!(percpu::cpu_id(), self.cpu_id, "PreemptGuard dropped on another CPU");
+        // One gs load: cheap enough to check always.
+        assert_eq!(percpu::cpu_id(), self.cpu_id, "PreemptGuard dropped on another CPU");
         preempt_enable();
     }
 }
