@@ -13,6 +13,19 @@
 //! Preemption: the local timer ticks every `TICK_US`; after
 //! `SLICE_TICKS` ticks with other work queued it sets `need_resched`, and the
 //! interrupt exit path (or the last `PreemptGuard` drop) calls `schedule()`.
+//!
+//! Memory ordering (and what x86 emits for it):
+//! - Run queues are `IrqSpinLock`s: enqueuing on another CPU's queue and
+//!   dequeuing there are ordered by the lock (`lock cmpxchg` / `mov`).
+//! - `on_cpu` hand-over: the CPU leaving a thread stores `false` with
+//!   `Release` (a plain `mov`; x86 keeps stores in order, so every write to
+//!   the thread's stack and `saved_rsp` is visible first); the CPU taking it
+//!   over spins on an `Acquire` load (a plain `mov`; x86 never lets later
+//!   loads pass it), so it reads the saved stack pointer the switch wrote.
+//! - Thread state: Blocked → Ready is a `compare_exchange` (`lock cmpxchg`),
+//!   so of a waker and a second waker exactly one enqueues the thread; the
+//!   blocking side's store of Blocked happens under the wait-queue lock that
+//!   the waker also takes.
 
 mod stack;
 mod switch;
