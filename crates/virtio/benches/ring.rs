@@ -156,8 +156,14 @@ impl Device {
                         hdr ^= (addr as *const u8).read_volatile();
                     } else {
                         // data: write 8 bytes; status: write 1 byte.
-                        let n = if writable == 0 { 8.min(len) } else { 1 };
-                        std::ptr::write_bytes(addr as *mut u8, hdr, n as usize);
+                        // Fixed-size stores: a variable-length
+                        // write_bytes would call memset for 8 bytes.
+                        if writable == 0 && len >= 8 {
+                            (addr as *mut u64)
+                                .write_unaligned(u64::from(hdr) * 0x0101_0101_0101_0101);
+                        } else {
+                            (addr as *mut u8).write_volatile(hdr);
+                        }
                         written += if writable == 0 { len } else { 1 };
                         writable += 1;
                     }
