@@ -17,6 +17,7 @@ mod cmdline;
 mod klog;
 mod ktest;
 mod mm;
+mod pci;
 mod rt;
 mod sched;
 mod shell;
@@ -83,6 +84,7 @@ extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
     let online = smp::init(&ap_apic_ids);
     log::info!("smp: {} of {} CPUs online", online, ap_apic_ids.len() + 1);
     x86_64::instructions::interrupts::enable();
+    pci::init();
     log::info!("boot: ready in {} us", time::uptime_us());
 
     match options.mode {
