@@ -14,6 +14,7 @@ mod arch;
 mod bench;
 mod boot_info;
 mod cmdline;
+mod drivers;
 mod klog;
 mod ktest;
 mod mm;
