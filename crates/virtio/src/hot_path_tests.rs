@@ -133,3 +133,58 @@ fn invalid_requests_are_rejected_without_side_effects() {
         Err(crate::Error::InvalidQueueSize)
     ));
 }
+
+std::thread_local! {
+    static FREED_PAGES: Cell<usize> = const { Cell::new(0) };
+}
+
+/// [`HeapHal`] that counts the pages it frees on this thread.
+#[derive(Clone, Copy)]
+struct CountingHal;
+// SAFETY: delegates to `HeapHal`, which upholds the contract.
+unsafe impl crate::Hal for CountingHal {
+    fn dma_alloc(&self, pages: usize) -> Option<(crate::PhysAddr, core::ptr::NonNull<u8>)> {
+        HeapHal.dma_alloc(pages)
+    }
+    unsafe fn dma_dealloc(&self, p: crate::PhysAddr, v: core::ptr::NonNull<u8>, pages: usize) {
+        FREED_PAGES.with(|c| c.set(c.get() + pages));
+        // SAFETY: forwarded unchanged from our caller.
+        unsafe { HeapHal.dma_dealloc(p, v, pages) }
+    }
+    fn phys_to_virt(&self, p: crate::PhysAddr) -> Option<core::ptr::NonNull<u8>> {
+        HeapHal.phys_to_virt(p)
+    }
+    fn virt_to_phys(&self, v: core::ptr::NonNull<u8>) -> Option<crate::PhysAddr> {
+        HeapHal.virt_to_phys(v)
+    }
+}
+
+#[test]
+fn drop_with_requests_in_flight_leaks_instead_of_freeing() {
+    let freed = || FREED_PAGES.with(Cell::get);
+    let cfg = QueueConfig { index: 0, size: 4, features: Features::VERSION_1, indirect_max: 0 };
+    let chain = || {
+        let mut c = DmaChain::<CountingHal, 2>::new(Dma::new(CountingHal, 1).unwrap());
+        c.set_segments(&[(0, 8)], &[]).unwrap();
+        c
+    };
+    // In flight at drop: neither the ring nor the request is freed.
+    let mut t = RecordingTransport::default();
+    let mut q = SplitQueue::new(&CountingHal, &mut t, cfg).unwrap();
+    q.add(chain()).map_err(|r| r.error).unwrap();
+    let before = freed();
+    drop(q);
+    assert_eq!(freed(), before, "freed memory the device may still write");
+    // Reset hands the request back; then everything is freed.
+    let mut q = SplitQueue::new(&CountingHal, &mut t, cfg).unwrap();
+    let tok = q.add(chain()).map_err(|r| r.error).unwrap();
+    let mut back = Vec::new();
+    let before = freed();
+    q.reset(&mut t, |t, b| back.push((t, b)));
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].0, tok);
+    assert!(freed() > before, "ring freed after reset");
+    let before = freed();
+    drop(back);
+    assert_eq!(freed(), before + 1, "request memory freed by its owner");
+}
