@@ -439,5 +439,9 @@ fn main() {
         let v = best(|| vireo(iters, indirect, batch));
         let d = best(|| virtio_drivers_rt(iters, indirect, batch));
         println!("BENCH {name} vireo={v:.0} virtio_drivers={d:.0} ratio={:.2}", v / d);
+        let lost = VD_LOST_KICKS.swap(0, std::sync::atomic::Ordering::Relaxed);
+        if lost > 0 {
+            println!("BENCH {name}_virtio_drivers_lost_kicks={lost}");
+        }
     }
 }
