@@ -33,9 +33,16 @@ pub const HOST_TESTS: &[HostCommand] = &[
 
 // ======================================================================
 // HOST BENCHMARKS, run by `xtask bench` before booting the kernel bench.
-// Empty for now; e.g. `cargo bench -p vireo-virtio` once it has benches.
 // ======================================================================
-pub const HOST_BENCHES: &[HostCommand] = &[];
+pub const HOST_BENCHES: &[HostCommand] = &[
+    // [virtio] ring round trips: vireo's split queue vs virtio-drivers 0.13.
+    HostCommand {
+        name: "virtio ring vs virtio-drivers",
+        program: "cargo",
+        args: &["bench", "-p", "vireo-virtio", "--bench", "ring"],
+        only_if_exists: None,
+    },
+];
 
 /// Sum of all `test result:` lines of one `cargo test` run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -40,6 +40,9 @@ pub enum Error {
     DeviceBadLength,
     /// `used.idx` advanced by more entries than there are requests in flight.
     DeviceIdxOverrun,
+    /// The device did not finish a reset (status never read back 0): it
+    /// may still be using its buffers, so they are not freed.
+    DeviceResetTimeout,
 }
 
 impl fmt::Display for Error {
@@ -57,6 +60,7 @@ impl fmt::Display for Error {
             Error::DeviceBadId => "device returned a bad used id",
             Error::DeviceBadLength => "device returned a used length beyond the writable bytes",
             Error::DeviceIdxOverrun => "device advanced used.idx beyond the requests in flight",
+            Error::DeviceResetTimeout => "device did not complete its reset",
         };
         f.write_str(s)
     }

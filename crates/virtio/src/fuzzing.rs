@@ -55,6 +55,8 @@ pub struct RecordingTransport {
     pub queue: Option<(u16, PhysAddr, PhysAddr, PhysAddr)>,
     /// Notifications sent.
     pub notifies: u64,
+    /// Models a broken device that never completes a reset.
+    pub refuses_reset: bool,
     status: u8,
 }
 
@@ -83,7 +85,9 @@ unsafe impl Transport for RecordingTransport {
         DeviceStatus::from_bits_retain(self.status)
     }
     fn set_status(&mut self, status: DeviceStatus) {
-        self.status = status.bits();
+        if !(self.refuses_reset && status.is_empty()) {
+            self.status = status.bits();
+        }
     }
     fn read_config(&mut self, _offset: usize, _buf: &mut [u8]) -> Result {
         Err(Error::ConfigOutOfRange)
@@ -293,7 +297,7 @@ pub fn hostile_device(data: &[u8]) -> Outcome {
     }
     // Reset hands back exactly the requests still in flight.
     let mut back = 0;
-    q.reset(&mut transport, |_, _| back += 1);
+    q.reset(&mut transport, |_, _| back += 1).expect("the recording transport resets at once");
     assert_eq!(back, in_flight.len());
     out.broken = broken;
     out

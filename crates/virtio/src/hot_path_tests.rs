@@ -160,6 +160,27 @@ unsafe impl crate::Hal for CountingHal {
 }
 
 #[test]
+fn failed_reset_leaks_ring_and_requests() {
+    use crate::Error;
+    use crate::transport::{DeviceStatus, Transport};
+    let freed = || FREED_PAGES.with(Cell::get);
+    let cfg = QueueConfig { index: 0, size: 4, features: Features::VERSION_1, indirect_max: 0 };
+    let mut t = RecordingTransport::default();
+    let mut q = SplitQueue::<CountingHal, DmaChain<CountingHal, 2>>::new(&CountingHal, &mut t, cfg)
+        .unwrap();
+    let mut c = DmaChain::<CountingHal, 2>::new(Dma::new(CountingHal, 1).unwrap());
+    c.set_segments(&[(0, 8)], &[]).unwrap();
+    q.add(c).map_err(|r| r.error).unwrap();
+    t.set_status(DeviceStatus::DRIVER_OK);
+    t.refuses_reset = true;
+    let before = freed();
+    let mut back = 0;
+    assert_eq!(q.reset(&mut t, |_, _| back += 1), Err(Error::DeviceResetTimeout));
+    assert_eq!(back, 0, "handed back buffers the device may still write");
+    assert_eq!(freed(), before, "freed memory of a device that did not reset");
+}
+
+#[test]
 fn drop_with_requests_in_flight_leaks_instead_of_freeing() {
     let freed = || FREED_PAGES.with(Cell::get);
     let cfg = QueueConfig { index: 0, size: 4, features: Features::VERSION_1, indirect_max: 0 };
@@ -180,7 +201,7 @@ fn drop_with_requests_in_flight_leaks_instead_of_freeing() {
     let tok = q.add(chain()).map_err(|r| r.error).unwrap();
     let mut back = Vec::new();
     let before = freed();
-    q.reset(&mut t, |t, b| back.push((t, b)));
+    q.reset(&mut t, |t, b| back.push((t, b))).unwrap();
     assert_eq!(back.len(), 1);
     assert_eq!(back[0].0, tok);
     assert!(freed() > before, "ring freed after reset");

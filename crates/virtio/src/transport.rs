@@ -91,14 +91,27 @@ pub unsafe trait Transport {
     fn ack_interrupt(&mut self) -> InterruptStatus;
 
     /// Resets the device: write 0 to status and wait until it reads back 0
-    /// (§2.4.1, §4.1.4.3.2).
-    fn reset(&mut self) {
+    /// (§2.4.1, §4.1.4.3.2). The wait is bounded: a device that never
+    /// completes its reset is an error, not a hang.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DeviceResetTimeout`] after [`RESET_POLL_LIMIT`] status reads
+    /// that were not 0; the device must then be assumed to still do DMA.
+    fn reset(&mut self) -> Result {
         self.set_status(DeviceStatus::empty());
-        while !self.status().is_empty() {
+        for _ in 0..RESET_POLL_LIMIT {
+            if self.status().is_empty() {
+                return Ok(());
+            }
             core::hint::spin_loop();
         }
+        Err(Error::DeviceResetTimeout)
     }
 }
+
+/// How many status reads [`Transport::reset`] makes before giving up.
+pub const RESET_POLL_LIMIT: u32 = 1 << 20;
 
 /// Runs the device initialisation steps 1–6 of VirtIO 1.2 §3.1.1: reset,
 /// ACKNOWLEDGE, DRIVER, feature negotiation, FEATURES_OK and its check.
@@ -111,8 +124,9 @@ pub unsafe trait Transport {
 /// [`Error::FeaturesRejected`] if `VERSION_1` is not offered by the device
 /// (this crate only implements the modern layout) or the device clears
 /// `FEATURES_OK`; the status is then set to `FAILED`.
+/// [`Error::DeviceResetTimeout`] if the initial reset does not complete.
 pub fn negotiate_features<T: Transport>(transport: &mut T, wanted: Features) -> Result<Features> {
-    transport.reset();
+    transport.reset()?;
     transport.set_status(DeviceStatus::ACKNOWLEDGE);
     transport.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
     let offered = Features::from_bits_retain(transport.read_device_features());

@@ -325,14 +325,30 @@ impl<H: Hal, B> SplitQueue<H, B> {
     /// Resets the device (stopping all its DMA) and hands every in-flight
     /// request's buffers to `reclaim`. Consumes the queue; its memory is
     /// freed because the device can no longer access it.
-    pub fn reset<T: Transport>(mut self, transport: &mut T, mut reclaim: impl FnMut(Token, B)) {
-        transport.reset();
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DeviceResetTimeout`] if the device does not complete the
+    /// reset. It may then still write the rings and buffers, so the queue
+    /// and every in-flight request are leaked, never freed.
+    pub fn reset<T: Transport>(
+        mut self,
+        transport: &mut T,
+        mut reclaim: impl FnMut(Token, B),
+    ) -> Result {
+        if let Err(error) = transport.reset() {
+            // The device may still write the rings, even with nothing in
+            // flight: leak them, and (through Drop) every in-flight buffer.
+            self.ring.leak_on_drop();
+            return Err(error);
+        }
         for (i, slot) in self.slots.iter_mut().enumerate() {
             if let Some(b) = slot.owner.take() {
                 reclaim(Token(i as u16), b);
             }
         }
         self.in_flight = 0;
+        Ok(())
     }
 }
 

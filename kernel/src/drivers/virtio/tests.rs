@@ -92,7 +92,7 @@ ktest!(
         // The runner's disk is 64 MiB: 131072 sectors.
         check_eq!(u64::from_le_bytes(capacity), 131_072);
         check!(transport.read_config(usize::MAX, &mut capacity).is_err());
-        transport.reset();
+        check_ok!(transport.reset());
         Ok(())
     }
 );
@@ -119,7 +119,7 @@ ktest!(
         check!(read.bytes(1).iter().all(|&byte| byte == stamp), "read back other data");
         let stats = queue.stats();
         check_eq!(stats.completions, 2);
-        queue.reset(&mut transport, |_, _| {});
+        check_ok!(queue.reset(&mut transport, |_, _| {}));
         Ok(())
     }
 );
@@ -161,7 +161,7 @@ ktest!(
             {
                 core::hint::spin_loop();
             }
-            queue.reset(&mut transport, |_, _| {});
+            check_ok!(queue.reset(&mut transport, |_, _| {}));
             check!(COMPLETION_IRQS.load(Ordering::Relaxed) > before, "no MSI-X interrupt");
             Ok(())
         })();
