@@ -23,6 +23,7 @@ const COMMANDS: &[Command] = &[
     Command { name: "log", help: "dump the in-memory log ring", run: |_| dump_log() },
     Command { name: "uptime", help: "time since boot", run: |_| uptime() },
     Command { name: "cpus", help: "per-CPU counters", run: |_| cpus() },
+    Command { name: "pci", help: "PCI functions found at boot", run: |_| pci() },
     Command { name: "cmdline", help: "the kernel command line", run: |_| cmdline() },
     Command { name: "tests", help: "list in-kernel tests", run: |_| list_tests() },
     Command { name: "ktest", help: "ktest [filter]: run in-kernel tests", run: run_tests },
@@ -133,6 +134,21 @@ fn cpus() {
             counters.deferred_reschedules_run,
             counters.threads_stolen,
             crate::sched::run_queue_len(cpu.cpu_id)
+        );
+    }
+}
+
+fn pci() {
+    for function in crate::pci::functions() {
+        let (class, subclass, interface) = function.class;
+        kprintln!(
+            "  {} {:04x}:{:04x} class {:02x}{:02x}{:02x}",
+            function.address,
+            function.vendor_id,
+            function.device_id,
+            class,
+            subclass,
+            interface
         );
     }
 }
