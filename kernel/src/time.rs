@@ -123,8 +123,9 @@ mod tests {
 
     ktest!(
         fn recalibration_agrees() {
-            // TCG timing is noisy: a second, shorter measurement must agree within 25%.
-            let again = measure_tsc_hz(5);
+            // TCG timing is noisy: a fresh measurement (lowest of three
+            // windows, as at boot) must agree within 25%.
+            let again = (0..CALIBRATION_ROUNDS).map(|_| measure_tsc_hz(5)).min().unwrap_or(0);
             let hz = tsc_hz();
             check!(again.abs_diff(hz) < hz / 4, "calibrated {} Hz, now {} Hz", hz, again);
             Ok(())
