@@ -13,6 +13,9 @@ pub enum Mode {
     Test,
     /// Run in-kernel benchmarks and exit.
     Bench,
+    /// Panic on purpose while every other CPU logs (`selftest=panic`): the
+    /// runner checks that the report comes out once and whole.
+    PanicSelfTest,
 }
 
 /// Something wrong on the command line.
@@ -74,6 +77,7 @@ impl<'a> Options<'a> {
                 },
                 ("ktest", None) => options.mode = Mode::Test,
                 ("bench", None) => options.mode = Mode::Bench,
+                ("selftest", Some("panic")) => options.mode = Mode::PanicSelfTest,
                 ("ktest.filter", Some(filter)) => options.test_filter = Some(filter),
                 ("ktest.skip", Some(skip)) => options.test_skip = Some(skip),
                 ("ktest.after", Some(after)) => options.test_after = Some(after),
@@ -127,6 +131,7 @@ mod tests {
 
     ktest!(
         fn unknown_and_bad_options_are_reported_and_ignored() {
+            check_eq!(Options::parse("selftest=panic").mode, Mode::PanicSelfTest);
             let options = Options::parse("frobnicate=1 log=loud bench quiet");
             check_eq!(options.mode, Mode::Bench);
             check_eq!(options.log_level, log::LevelFilter::Info);

@@ -101,8 +101,28 @@ extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
             bench::run_all();
             exit_qemu(ExitCode::Success)
         }
+        Mode::PanicSelfTest => panic_while_others_log(),
         Mode::Shell => shell::run(),
     }
+}
+
+/// `selftest=panic`: every other CPU logs as fast as it can (holding the
+/// console lock much of the time) while this one panics. The panic report
+/// must still come out once and whole: the runner checks that no log line
+/// follows the `panic:` line.
+fn panic_while_others_log() -> ! {
+    for cpu in 1..smp::online_cpus() as u32 {
+        let spawned = sched::spawn("chatter", sched::Placement::Pinned(cpu), move || {
+            for line in 0u64.. {
+                log::info!("selftest chatter from CPU {cpu}, line {line}");
+            }
+        });
+        if let Err(error) = spawned {
+            log::error!("selftest: no chatter thread on CPU {cpu}: {error:?}");
+        }
+    }
+    sched::timer::sleep_us(20_000);
+    panic!("selftest: deliberate panic while other CPUs log");
 }
 
 fn report_cmdline_problems(info: &BootInfo, options: &Options) {

@@ -170,6 +170,16 @@ impl Ctx {
         }
     }
 
+    /// Boots with `selftest=panic` on `smp` CPUs and judges the report.
+    pub fn panic_selftest(&self, smp: u32, timeout: u64) -> Result<(), String> {
+        let q = self.machine(smp, false)?;
+        let cmd = self.qemu_cmd(&q, "selftest=panic", Serial::Stdio, &[]);
+        let mut output = String::new();
+        let exit = stream(cmd, timeout, |s| output.push_str(s))?;
+        let _ = std::fs::write(self.target.join("selftest-panic.log"), &output);
+        crate::selftest::check_panic_report(&output, exit)
+    }
+
     pub fn bench(&self, b: &BootArgs, timeout: u64) -> Result<(), String> {
         let (_, failed) = host::run_commands(host::HOST_BENCHES, &self.root);
         let q = self.machine(b.smp, !b.no_build)?;

@@ -9,6 +9,7 @@ mod cmds;
 mod host;
 mod ktest;
 mod qemu;
+mod selftest;
 mod serial;
 mod test_cmd;
 

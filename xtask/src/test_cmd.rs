@@ -26,6 +26,8 @@ pub const KTEST_SMP: &[u32] = &[2, 4];
 /// Per-test wall-clock limit. TCG is slow; KVM gets less slack.
 const PER_TEST_TCG_SECS: u64 = 60;
 const PER_TEST_KVM_SECS: u64 = 30;
+/// The panic self-test boots, logs for 20 ms and stops.
+const PANIC_SELFTEST_SECS: u64 = 60;
 
 #[derive(Args, Clone, Debug)]
 pub struct TestArgs {
@@ -160,5 +162,26 @@ fn kernel_phase(ctx: &Ctx, args: &TestArgs, t: &mut Tally) {
             }
         }
         t.failed.extend(res.errors.iter().map(|e| format!("{label}: {e}")));
+    }
+    if args.filter.is_none() {
+        panic_selftest(ctx, t);
+    }
+}
+
+/// The panic-report self-test, on the most CPUs the suite uses.
+fn panic_selftest(ctx: &Ctx, t: &mut Tally) {
+    let smp = KTEST_SMP.iter().copied().max().unwrap_or(2);
+    println!(
+        "==> selftest: panic report with {smp} CPUs logging (serial log in target/selftest-panic.log)"
+    );
+    match ctx.panic_selftest(smp, PANIC_SELFTEST_SECS) {
+        Ok(()) => {
+            println!("selftest panic_report_is_whole ... ok");
+            t.passed += 1;
+        }
+        Err(why) => {
+            println!("selftest panic_report_is_whole ... FAILED ({why})");
+            t.failed.push(format!("selftest: panic_report_is_whole ({why})"));
+        }
     }
 }
