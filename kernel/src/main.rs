@@ -86,6 +86,7 @@ extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
     log::info!("smp: {} of {} CPUs online", online, ap_apic_ids.len() + 1);
     x86_64::instructions::interrupts::enable();
     pci::init();
+    drivers::virtio::blk::init();
     log::info!("boot: ready in {} us", time::uptime_us());
 
     match options.mode {

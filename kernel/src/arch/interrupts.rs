@@ -228,6 +228,35 @@ pub enum IrqError {
     ReservedVector(u8),
     /// Another handler owns the vector.
     InUse(u8),
+    /// No run of free device vectors is long enough.
+    NoFreeVectors,
+}
+
+/// Device vectors handed out by `allocate_irq_vectors`: above the legacy
+/// PIC range, below the system vectors (timer, IPIs) at 0xe0 and up.
+const DEVICE_VECTORS: core::ops::Range<u8> = 0x60..0xe0;
+
+/// Finds `count` consecutive free device vectors, installs `handler` on all
+/// of them and returns the first. The handler tells them apart by
+/// `frame.vector`.
+///
+/// # Errors
+/// [`IrqError::NoFreeVectors`] when no such run is free.
+pub fn allocate_irq_vectors(count: u8, handler: IrqHandler) -> Result<u8, IrqError> {
+    let last_start = DEVICE_VECTORS.end.checked_sub(count).ok_or(IrqError::NoFreeVectors)?;
+    'search: for first in DEVICE_VECTORS.start..=last_start {
+        for offset in 0..count {
+            if register_irq(first + offset, handler).is_err() {
+                // Taken meanwhile or before: undo our part of this run.
+                for undo in 0..offset {
+                    unregister_irq(first + undo);
+                }
+                continue 'search;
+            }
+        }
+        return Ok(first);
+    }
+    Err(IrqError::NoFreeVectors)
 }
 
 /// Installs `handler` for `vector`.

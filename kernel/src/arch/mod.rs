@@ -81,6 +81,23 @@ mod tests {
     );
 
     ktest!(
+        fn vector_allocation_finds_consecutive_free_vectors() {
+            let first = check_ok!(interrupts::allocate_irq_vectors(3, record_vector));
+            let second = check_ok!(interrupts::allocate_irq_vectors(2, record_vector));
+            check!(first >= 0x60 && second >= 0x60 && second + 2 <= 0xe0);
+            check!(second >= first + 3 || second + 2 <= first, "runs overlap");
+            for vector in (first..first + 3).chain(second..second + 2) {
+                interrupts::unregister_irq(vector);
+            }
+            check_eq!(
+                interrupts::allocate_irq_vectors(200, record_vector),
+                Err(IrqError::NoFreeVectors)
+            );
+            Ok(())
+        }
+    );
+
+    ktest!(
         fn unhandled_interrupt_is_counted() {
             let before = interrupts::unhandled_irq_count();
             // SAFETY: vector 0x42 has no handler; the dispatcher only counts it.

@@ -1,6 +1,7 @@
 //! VirtIO on vireo: the kernel's [`Hal`](vireo_virtio::Hal) (DMA through
 //! the frame allocator) and the modern virtio-pci transport.
 
+pub mod blk;
 pub mod hal;
 pub mod pci;
 

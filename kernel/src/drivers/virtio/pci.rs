@@ -97,7 +97,6 @@ impl Window {
 /// A modern virtio-pci device.
 #[derive(Debug)]
 pub struct VirtioPci {
-    function: Function,
     common: Window,
     notify: Window,
     notify_multiplier: u32,
@@ -167,17 +166,23 @@ impl VirtioPci {
         function
             .enable(command::MEMORY_SPACE | command::BUS_MASTER)
             .map_err(|_| VirtioPciError::BadCapability(0))?;
-        Ok(Self { function: *function, common, notify, notify_multiplier, isr, device })
-    }
-
-    /// The PCI function.
-    pub fn function(&self) -> &Function {
-        &self.function
+        Ok(Self { common, notify, notify_multiplier, isr, device })
     }
 
     /// Number of queues the device offers.
     pub fn num_queues(&self) -> u16 {
         self.common.read::<u16>(common::NUM_QUEUES)
+    }
+
+    /// A handle that notifies queue `queue` without borrowing the
+    /// transport, so each queue can kick under its own lock. `None` if the
+    /// device's notify offset for the queue lies outside the notify window.
+    pub fn queue_notifier(&mut self, queue: u16) -> Option<QueueNotifier> {
+        self.common.write::<u16>(common::QUEUE_SELECT, queue);
+        let notify_off = self.common.read::<u16>(common::QUEUE_NOTIFY_OFF);
+        let offset = u64::from(notify_off) * u64::from(self.notify_multiplier);
+        let pointer = self.notify.pointer::<u16>(offset)?;
+        Some(QueueNotifier { address: crate::mm::VirtAddr::from_ptr(pointer), queue })
     }
 
     /// Routes configuration-change interrupts to MSI-X entry `entry`
@@ -193,6 +198,23 @@ impl VirtioPci {
         self.common.write::<u16>(common::QUEUE_SELECT, queue);
         self.common.write::<u16>(common::QUEUE_MSIX_VECTOR, entry);
         self.common.read::<u16>(common::QUEUE_MSIX_VECTOR) == entry
+    }
+}
+
+/// Notifies one queue (§4.1.4.4: write the queue index to its address).
+#[derive(Debug, Clone, Copy)]
+pub struct QueueNotifier {
+    address: crate::mm::VirtAddr,
+    queue: u16,
+}
+
+impl QueueNotifier {
+    /// Sends the available-buffer notification.
+    pub fn notify(&self) {
+        // SAFETY: the address was bounds-checked inside the mapped, uncached
+        // notify window when the notifier was made; the window is never
+        // unmapped.
+        unsafe { self.address.as_mut_ptr::<u16>().write_volatile(self.queue) };
     }
 }
 
