@@ -3,8 +3,9 @@
 //! This file is only the command-line surface; see `cmds.rs` for the
 //! interactive subcommands, `test_cmd.rs` for `test`, `qemu.rs` for the
 //! machine, `ktest.rs`/`serial.rs` for the in-kernel test protocol and
-//! `host.rs` for host tests.
+//! `host.rs` for host tests, `bench.rs` for comparing with the Linux peer.
 
+mod bench;
 mod cmds;
 mod host;
 mod ktest;
@@ -91,6 +92,11 @@ enum Cmd {
         /// Kill QEMU after this many seconds.
         #[arg(long, default_value_t = 600)]
         timeout: u64,
+        /// Also run the Linux peer guest (../shared/peers/linux-guest, or
+        /// $VIREO_PEER_DIR) and print vireo/Linux ratios. Off by default:
+        /// its first run downloads Debian packages (~1 min).
+        #[arg(long)]
+        peer: bool,
     },
     /// cargo clean.
     Clean,
@@ -108,7 +114,7 @@ fn main() {
         }
         Cmd::BootLog { boot, timeout, echo } => ctx.boot_log(&boot, timeout, echo),
         Cmd::Debug { boot, timeout } => ctx.debug(&boot, timeout),
-        Cmd::Bench { boot, timeout } => ctx.bench(&boot, timeout),
+        Cmd::Bench { boot, timeout, peer } => ctx.bench(&boot, timeout, peer),
         Cmd::Clean => ctx.clean(),
     };
     if let Err(e) = result {
@@ -135,5 +141,9 @@ mod tests {
             Cmd::Test(a) => assert_eq!(a.smp, vec![1, 4]),
             _ => panic!(),
         }
+        let cli = Cli::try_parse_from(["xtask", "bench"]).unwrap();
+        assert!(matches!(cli.cmd, Cmd::Bench { peer: false, .. }));
+        let cli = Cli::try_parse_from(["xtask", "bench", "--peer"]).unwrap();
+        assert!(matches!(cli.cmd, Cmd::Bench { peer: true, .. }));
     }
 }

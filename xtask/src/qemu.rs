@@ -2,9 +2,11 @@
 //! choice, the scratch disk, exit-status decoding, and running the child under
 //! a hard timeout.
 //!
-//! All subcommands go through [`Qemu::command`] so that `run`, `test`,
-//! `boot-log`, `debug` and `bench` always boot the *same* machine; a bug that
-//! only shows up under `test` must be reproducible with `run`.
+//! All subcommands go through [`Qemu::command`] (or [`Qemu::command_with`])
+//! so that `run`, `test`, `boot-log`, `debug` and `bench` always boot the
+//! *same* machine; a bug that only shows up under `test` must be reproducible
+//! with `run`. The one deliberate difference, memory and disk for `bench`, is
+//! spelled out in [`DeviceSet`].
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
@@ -92,6 +94,47 @@ pub fn decide_accel(kvm_usable: bool, cpuinfo: &str) -> (Accel, String) {
     }
 }
 
+/// Memory and block device of a machine: the only part of the device set
+/// that differs between subcommands.
+///
+/// `bench` must boot what the Linux peer (`../shared/peers/linux-guest`)
+/// boots, or "vireo vs Linux" ratios would compare disks rather than
+/// drivers; everything else keeps the persistent image so on-disk state
+/// survives between boots and can be inspected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceSet {
+    /// `run`, `test`, `boot-log`, `debug`: 512 MiB and the raw scratch image
+    /// ([`Qemu::disk`]).
+    Standard,
+    /// `bench`: 1 GiB and a 1 GiB `null-co` disk that reads zeroes, exactly
+    /// the peer's flags. No host file I/O, so the numbers measure the guest
+    /// driver and QEMU's virtio path, not the host's page cache.
+    PeerMatched,
+}
+
+impl DeviceSet {
+    /// The `-m` value.
+    fn memory(self) -> &'static str {
+        match self {
+            DeviceSet::Standard => "512M",
+            DeviceSet::PeerMatched => "1G",
+        }
+    }
+
+    /// The arguments creating block node `d0`, which virtio-blk attaches to.
+    fn disk_args(self, image: &Path) -> [String; 2] {
+        match self {
+            DeviceSet::Standard => {
+                ["-drive".into(), format!("file={},if=none,id=d0,format=raw", image.display())]
+            }
+            DeviceSet::PeerMatched => [
+                "-blockdev".into(),
+                "driver=null-co,node-name=d0,size=1073741824,read-zeroes=on".into(),
+            ],
+        }
+    }
+}
+
 /// How the serial port is wired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Serial {
@@ -115,13 +158,25 @@ pub struct Qemu {
 impl Qemu {
     /// The standard device set. `extra` is appended verbatim (e.g. `-s -S`).
     pub fn command(&self, cmdline: &str, serial: Serial, extra: &[&str]) -> Command {
+        self.command_with(DeviceSet::Standard, cmdline, serial, extra)
+    }
+
+    /// Like [`Qemu::command`], with memory and disk chosen by `set`.
+    pub fn command_with(
+        &self,
+        set: DeviceSet,
+        cmdline: &str,
+        serial: Serial,
+        extra: &[&str],
+    ) -> Command {
         let mut c = Command::new(&self.bin);
-        c.args(self.args(cmdline, serial)).args(extra);
+        c.args(self.args_with(set, cmdline, serial)).args(extra);
         c
     }
 
-    /// Arguments of [`Qemu::command`], as strings for printing and tests.
-    pub fn args(&self, cmdline: &str, serial: Serial) -> Vec<String> {
+    /// Arguments of [`Qemu::command_with`], as strings for printing and
+    /// tests.
+    pub fn args_with(&self, set: DeviceSet, cmdline: &str, serial: Serial) -> Vec<String> {
         let serial = match serial {
             Serial::Stdio => "stdio",
             Serial::MonStdio => "mon:stdio",
@@ -132,7 +187,7 @@ impl Qemu {
             .collect();
         a.push(self.smp.to_string());
         a.extend(
-            ["-m", "512M", "-no-reboot", "-display", "none", "-serial", serial]
+            ["-m", set.memory(), "-no-reboot", "-display", "none", "-serial", serial]
                 .iter()
                 .map(|s| s.to_string()),
         );
@@ -142,8 +197,7 @@ impl Qemu {
         a.push(self.kernel.display().to_string());
         a.push("-append".into());
         a.push(cmdline.into());
-        a.push("-drive".into());
-        a.push(format!("file={},if=none,id=d0,format=raw", self.disk.display()));
+        a.extend(set.disk_args(&self.disk));
         a.push("-device".into());
         a.push("virtio-blk-pci,drive=d0,disable-legacy=on".into());
         a.push("-device".into());
@@ -306,7 +360,10 @@ pub struct Streaming {
 impl Streaming {
     pub fn spawn(mut cmd: Command) -> Result<Self, String> {
         cmd.stdin(Stdio::null()).stdout(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| format!("cannot start {QEMU_BIN}: {e}"))?;
+        // Named after the program actually run: the Linux peer's script
+        // streams through here too.
+        let program = cmd.get_program().to_string_lossy().into_owned();
+        let mut child = cmd.spawn().map_err(|e| format!("cannot start {program}: {e}"))?;
         let mut out = child.stdout.take().expect("stdout is piped");
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
@@ -398,7 +455,7 @@ mod tests {
             smp: 4,
             accel: Accel::Tcg,
         };
-        let a = q.args("ktest ktest.skip=a::b", Serial::Stdio).join(" ");
+        let a = q.args_with(DeviceSet::Standard, "ktest ktest.skip=a::b", Serial::Stdio).join(" ");
         assert_eq!(
             a,
             "-nodefaults -machine q35 -cpu max -smp 4 -m 512M -no-reboot -display none \
@@ -408,6 +465,31 @@ mod tests {
              -device virtio-blk-pci,drive=d0,disable-legacy=on -device virtio-gpu-pci \
              -accel tcg,thread=multi"
         );
-        assert!(q.args("", Serial::MonStdio).contains(&"mon:stdio".to_string()));
+        let interactive = q.args_with(DeviceSet::Standard, "", Serial::MonStdio);
+        assert!(interactive.contains(&"mon:stdio".to_string()));
+    }
+
+    /// `bench` differs from the standard set only in memory and disk, and
+    /// those match the Linux peer's flags word for word.
+    #[test]
+    fn peer_matched_device_set() {
+        let q = Qemu {
+            bin: QEMU_BIN.into(),
+            kernel: "target/release/vireo".into(),
+            disk: "target/vireo-disk.img".into(),
+            smp: 2,
+            accel: Accel::Kvm,
+        };
+        let a = q.args_with(DeviceSet::PeerMatched, "bench", Serial::Stdio).join(" ");
+        assert_eq!(
+            a,
+            "-nodefaults -machine q35 -cpu max -smp 2 -m 1G -no-reboot -display none \
+             -serial stdio -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
+             -kernel target/release/vireo -append bench \
+             -blockdev driver=null-co,node-name=d0,size=1073741824,read-zeroes=on \
+             -device virtio-blk-pci,drive=d0,disable-legacy=on -device virtio-gpu-pci \
+             -accel kvm"
+        );
+        assert!(!a.contains("vireo-disk.img"));
     }
 }
