@@ -4,6 +4,7 @@
 //! `BENCH <name> samples=N median_ns=M p99_ns=P` (plus extra fields), so
 //! `xtask bench` can collect them and README numbers can be reproduced.
 
+mod blk;
 mod sched;
 
 use crate::time;
@@ -61,6 +62,7 @@ pub fn run_all() {
     sched::context_switch();
     sched::ipi_round_trip();
     sched::cross_cpu_wakeup();
+    blk::all();
     for cpu in crate::smp::percpu::all_cpus() {
         crate::kprintln!("bench: cpu{} {:?}", cpu.cpu_id, cpu.counters.snapshot());
     }

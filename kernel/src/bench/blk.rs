@@ -1,0 +1,143 @@
+//! virtio-blk benchmarks, the same workloads as the Linux peer guest
+//! (`../shared/peers/linux-guest/run-peer.sh blk`): 4 KiB random reads at
+//! queue depth 1 and 32, 4 KiB random writes at depth 1, 1 MiB sequential
+//! reads at depth 1. Latency is submit-to-completion as the caller sees it.
+
+use crate::drivers::virtio::blk::{self, BlkDevice, Operation, Pending, SECTOR_BYTES};
+use crate::mm::dma::DmaBuffer;
+use crate::time;
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+
+/// How long each workload runs (after a short warm-up).
+const RUN_US: u64 = 1_000_000;
+const WARMUP_US: u64 = 100_000;
+
+/// xorshift64*: cheap, reproducible offsets.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A random `bytes`-aligned sector on the disk.
+    fn sector(&mut self, device: &BlkDevice, bytes: u64) -> u64 {
+        let slots = device.capacity_sectors() * SECTOR_BYTES / bytes;
+        (self.next() % slots) * (bytes / SECTOR_BYTES)
+    }
+}
+
+fn print(name: &str, ops: u64, elapsed_ticks: u64, latencies: &mut [u64], bytes: u64) {
+    let seconds = time::ticks_to_ns(elapsed_ticks).max(1) as f64 / 1e9;
+    let iops = ops as f64 / seconds;
+    let stats = super::Stats::from_ticks(latencies);
+    let (p50, p99) = stats.map_or((0, 0), |s| (s.median_ns / 1000, s.p99_ns / 1000));
+    crate::kprintln!(
+        "BENCH blk_{} iops={:.0} mb_s={:.1} lat_us_p50={} lat_us_p99={} ops={}",
+        name,
+        iops,
+        iops * bytes as f64 / 1e6,
+        p50,
+        p99,
+        ops
+    );
+}
+
+/// Keeps `depth` requests of `bytes` in flight for `RUN_US`.
+fn run(
+    device: &'static BlkDevice,
+    name: &str,
+    operation: Operation,
+    bytes: u64,
+    depth: usize,
+    random: bool,
+) {
+    let pages = bytes.div_ceil(crate::mm::PAGE_SIZE);
+    let mut buffers: Vec<DmaBuffer> = Vec::new();
+    for _ in 0..depth {
+        match DmaBuffer::new(pages) {
+            Ok(buffer) => buffers.push(buffer),
+            Err(_) => {
+                crate::kprintln!("BENCH blk_{} skipped (no DMA memory)", name);
+                return;
+            }
+        }
+    }
+    let mut offsets = Random(0x9e37_79b9_7f4a_7c15 ^ bytes);
+    let mut next_sequential = 0;
+    let mut next_sector = |device: &BlkDevice| {
+        if random {
+            offsets.sector(device, bytes)
+        } else {
+            let sector = next_sequential;
+            next_sequential = (next_sequential + bytes / SECTOR_BYTES)
+                % (device.capacity_sectors() - bytes / SECTOR_BYTES);
+            sector
+        }
+    };
+    let mut in_flight: VecDeque<(u64, Pending)> = VecDeque::with_capacity(depth);
+    let mut latencies = Vec::with_capacity(200_000);
+    let start = time::rdtsc();
+    let warm_until = start + time::tsc_hz() * WARMUP_US / 1_000_000;
+    let end = warm_until + time::tsc_hz() * RUN_US / 1_000_000;
+    let mut measured_from = 0;
+    let mut ops = 0u64;
+    loop {
+        while let Some(buffer) = buffers.pop() {
+            let submitted_at = time::rdtsc();
+            match device.submit(operation, next_sector(device), Some(buffer), bytes as usize) {
+                Ok(pending) => in_flight.push_back((submitted_at, pending)),
+                Err((error, _)) => {
+                    crate::kprintln!("BENCH blk_{} failed: {:?}", name, error);
+                    return;
+                }
+            }
+        }
+        let Some((submitted_at, pending)) = in_flight.pop_front() else { break };
+        let (result, buffer) = pending.wait();
+        let now = time::rdtsc();
+        if let Err(error) = result {
+            crate::kprintln!("BENCH blk_{} failed: {:?}", name, error);
+            return;
+        }
+        if now >= warm_until {
+            if measured_from == 0 {
+                measured_from = now;
+            }
+            ops += 1;
+            if latencies.len() < latencies.capacity() {
+                latencies.push(now - submitted_at);
+            }
+        }
+        if let Some(buffer) = buffer
+            && now < end
+        {
+            buffers.push(buffer);
+        }
+        if now >= end && in_flight.is_empty() {
+            break;
+        }
+    }
+    print(name, ops, time::rdtsc() - measured_from.max(start), &mut latencies, bytes);
+}
+
+/// Runs the four workloads on the first virtio-blk device.
+pub fn all() {
+    let Some(device) = blk::device() else {
+        crate::kprintln!("BENCH blk skipped (no virtio-blk device)");
+        return;
+    };
+    crate::kprintln!(
+        "bench: virtio-blk {} MiB, {} queues",
+        (device.capacity_sectors() * SECTOR_BYTES) >> 20,
+        device.queue_count()
+    );
+    run(device, "randread4k_qd1", Operation::Read, 4096, 1, true);
+    run(device, "randread4k_qd32", Operation::Read, 4096, 32, true);
+    run(device, "randwrite4k_qd1", Operation::Write, 4096, 1, true);
+    run(device, "seqread1m_qd1", Operation::Read, 1 << 20, 1, false);
+}
