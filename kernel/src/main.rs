@@ -87,6 +87,7 @@ extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
     x86_64::instructions::interrupts::enable();
     pci::init();
     drivers::virtio::blk::init();
+    drivers::virtio::gpu::init();
     log::info!("boot: ready in {} us", time::uptime_us());
 
     match options.mode {

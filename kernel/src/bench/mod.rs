@@ -5,6 +5,7 @@
 //! `xtask bench` can collect them and README numbers can be reproduced.
 
 mod blk;
+mod gpu;
 mod sched;
 
 use crate::time;
@@ -63,6 +64,7 @@ pub fn run_all() {
     sched::ipi_round_trip();
     sched::cross_cpu_wakeup();
     blk::all();
+    gpu::all();
     for cpu in crate::smp::percpu::all_cpus() {
         crate::kprintln!("bench: cpu{} {:?}", cpu.cpu_id, cpu.counters.snapshot());
     }

@@ -2,7 +2,6 @@
 //! the frame allocator) and the modern virtio-pci transport.
 
 pub mod blk;
+pub mod gpu;
 pub mod hal;
 pub mod pci;
-
-mod tests;

@@ -1,0 +1,331 @@
+//! virtio-gpu 2D (VirtIO 1.2 §5.7): display info, resources backed by
+//! guest memory, and a double-buffered, damage-tracking, fenced
+//! [`Framebuffer`].
+//!
+//! Control commands run one at a time: a sleeping lock serialises callers,
+//! the command and its response share one DMA page, and the caller polls
+//! the control queue for the answer (QEMU answers from its main loop, so
+//! the wait is short and an interrupt would cost more than it saves).
+
+pub mod protocol;
+
+use super::hal::KernelHal;
+use super::pci::{QueueNotifier, VirtioPci};
+use crate::sched::WaitQueue;
+use crate::sync::SpinLock;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use protocol::{Encoder, GpuError, GpuRequest, GpuResponse, Rect};
+use vireo_virtio::{DeviceStatus, Dma, DmaChain, Features, QueueConfig, SplitQueue, Transport};
+
+const CONTROL_QUEUE: u16 = 0;
+const QUEUE_SIZE: u16 = 64;
+/// Commands at the start of the page, responses from here.
+const RESPONSE_OFFSET: usize = 2048;
+/// Most commands sent as one batch.
+const MAX_BATCH: usize = 4;
+/// A device that does not answer a command within this is declared broken.
+const COMMAND_TIMEOUT_US: u64 = 2_000_000;
+
+/// Why the GPU could not be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpuDeviceError {
+    /// The device answered with an error, or broke the protocol.
+    Device(GpuError),
+    /// The device did not answer in time; the driver stopped using it.
+    Timeout,
+    /// The control queue broke (a protocol violation by the device).
+    QueueBroken,
+    /// A rectangle outside the framebuffer, or an impossible size.
+    BadRect,
+    /// No DMA memory for a framebuffer or command page.
+    OutOfMemory,
+}
+
+/// Judges one answer of a batch: (index, response bytes, written length,
+/// the fence the command carried).
+type ResponseCheck<'a> =
+    dyn FnMut(usize, &[u8], u32, Option<u64>) -> Result<(), GpuDeviceError> + 'a;
+
+/// Any command, type-erased so a batch can mix them.
+pub trait EncodeRequest {
+    /// Its code.
+    fn command(&self) -> protocol::Command;
+    /// Writes its body.
+    fn encode(&self, out: &mut Encoder);
+}
+
+impl<R: GpuRequest> EncodeRequest for R {
+    fn command(&self) -> protocol::Command {
+        R::COMMAND
+    }
+    fn encode(&self, out: &mut Encoder) {
+        self.encode_body(out);
+    }
+}
+
+impl From<GpuError> for GpuDeviceError {
+    fn from(error: GpuError) -> Self {
+        Self::Device(error)
+    }
+}
+
+struct Control {
+    queue: SplitQueue<KernelHal, DmaChain<KernelHal, 2>>,
+    notifier: QueueNotifier,
+    /// Command pages (command, then response) not in flight.
+    pages: alloc::vec::Vec<DmaChain<KernelHal, 2>>,
+}
+
+/// A virtio-gpu device.
+pub struct GpuDevice {
+    control: SpinLock<Control>,
+    busy: AtomicBool,
+    idle: WaitQueue,
+    is_broken: AtomicBool,
+    next_fence: AtomicU64,
+    next_resource: AtomicU32,
+    display: Rect,
+    _transport: SpinLock<VirtioPci>,
+}
+
+static DEVICE: spin::Once<Option<GpuDevice>> = spin::Once::new();
+
+/// Finds and starts the first virtio-gpu; later calls return it.
+pub fn init() -> Option<&'static GpuDevice> {
+    DEVICE
+        .call_once(|| match GpuDevice::probe() {
+            Ok(device) => {
+                log::info!(
+                    "virtio-gpu: scanout 0 is {}x{}",
+                    device.display.width,
+                    device.display.height
+                );
+                Some(device)
+            }
+            Err(error) => {
+                log::warn!("virtio-gpu: not available: {error}");
+                None
+            }
+        })
+        .as_ref()
+}
+
+/// The device started by `init`, if any.
+pub fn device() -> Option<&'static GpuDevice> {
+    DEVICE.get().and_then(Option::as_ref)
+}
+
+impl GpuDevice {
+    fn probe() -> Result<Self, &'static str> {
+        let function = crate::pci::find(0x1af4, 0x1050).next().ok_or("no device")?;
+        let mut transport = VirtioPci::new(function).map_err(|_| "unusable transport")?;
+        let features = vireo_virtio::negotiate_features(&mut transport, Features::EVENT_IDX)
+            .map_err(|_| "feature negotiation failed")?;
+        let mut queue = SplitQueue::new(
+            &KernelHal,
+            &mut transport,
+            QueueConfig { index: CONTROL_QUEUE, size: QUEUE_SIZE, features, indirect_max: 0 },
+        )
+        .map_err(|_| "control queue setup failed")?;
+        // Polled: the device need not interrupt.
+        queue.disable_interrupts().map_err(|_| "control queue broken")?;
+        let notifier = transport.queue_notifier(CONTROL_QUEUE).ok_or("bad notify offset")?;
+        let page = DmaChain::new(Dma::new(KernelHal, 1).map_err(|_| "no DMA memory")?);
+        let status = transport.status();
+        transport.set_status(status | DeviceStatus::DRIVER_OK);
+        let mut device = Self {
+            control: SpinLock::new(Control { queue, notifier, pages: alloc::vec![page] }),
+            busy: AtomicBool::new(false),
+            idle: WaitQueue::new(),
+            is_broken: AtomicBool::new(false),
+            next_fence: AtomicU64::new(1),
+            next_resource: AtomicU32::new(1),
+            display: Rect::default(),
+            _transport: SpinLock::new(transport),
+        };
+        let info =
+            device.execute(&protocol::GetDisplayInfo, None).map_err(|_| "no display info")?;
+        let display = info.0.iter().find(|d| d.is_enabled).ok_or("no enabled scanout")?;
+        if display.rect.is_empty() || display.rect.width > 8192 || display.rect.height > 8192 {
+            return Err("implausible display size");
+        }
+        device.display = display.rect;
+        Ok(device)
+    }
+
+    /// Scanout 0's mode.
+    pub fn display(&self) -> Rect {
+        self.display
+    }
+
+    /// A fresh resource id.
+    fn new_resource_id(&self) -> u32 {
+        self.next_resource.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Runs one control command and decodes its response. With `fenced`,
+    /// the command carries a new fence and completes only once its effect
+    /// is done (§5.7.6.8); the echoed fence is checked.
+    ///
+    /// # Errors
+    /// [`GpuDeviceError`] for error responses, timeouts or a broken queue.
+    pub fn execute<R: GpuRequest>(
+        &self,
+        request: &R,
+        fenced: Option<()>,
+    ) -> Result<R::Response, GpuDeviceError> {
+        let mut response = None;
+        self.run_batch(
+            &[request as &dyn EncodeRequest],
+            fenced.is_some(),
+            |_, bytes, written, fence| {
+                protocol::check_header(bytes, written, R::Response::TYPE, fence)?;
+                response = Some(R::Response::decode(bytes, written)?);
+                Ok(())
+            },
+        )?;
+        response.ok_or(GpuDeviceError::QueueBroken)
+    }
+
+    /// Runs commands that answer `OK_NODATA` as one batch: all are queued,
+    /// the device is notified once, and the call returns when all are back.
+    /// With `fence_last`, the last carries a fence (§5.7.6.8).
+    ///
+    /// # Errors
+    /// The first error response, or a timeout / broken queue.
+    pub fn execute_batch(
+        &self,
+        requests: &[&dyn EncodeRequest],
+        fence_last: bool,
+    ) -> Result<(), GpuDeviceError> {
+        self.run_batch(requests, fence_last, |_, bytes, written, fence| {
+            protocol::check_header(bytes, written, protocol::RESP_OK_NODATA, fence)
+                .map_err(GpuDeviceError::Device)
+        })
+    }
+
+    /// Queues `requests` (at most `MAX_BATCH`), notifies once, collects every
+    /// answer and hands each to `check` (index, response bytes, written
+    /// length, fence). Commands run one batch at a time.
+    fn run_batch(
+        &self,
+        requests: &[&dyn EncodeRequest],
+        fence_last: bool,
+        mut check: impl FnMut(usize, &[u8], u32, Option<u64>) -> Result<(), GpuDeviceError>,
+    ) -> Result<(), GpuDeviceError> {
+        if requests.is_empty() || requests.len() > MAX_BATCH {
+            return Err(GpuDeviceError::BadRect);
+        }
+        if self.is_broken.load(Ordering::Acquire) {
+            return Err(GpuDeviceError::QueueBroken);
+        }
+        // A sleeping lock: commands may take a while (a full-frame copy).
+        self.idle.wait_until(|| {
+            self.busy.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        });
+        let fence = fence_last.then(|| self.next_fence.fetch_add(1, Ordering::Relaxed));
+        let result = self.run_batch_locked(requests, fence, &mut check);
+        self.busy.store(false, Ordering::Release);
+        self.idle.wake_one();
+        result
+    }
+
+    fn run_batch_locked(
+        &self,
+        requests: &[&dyn EncodeRequest],
+        fence: Option<u64>,
+        check: &mut ResponseCheck,
+    ) -> Result<(), GpuDeviceError> {
+        let last = requests.len() - 1;
+        let mut tokens = [None; MAX_BATCH];
+        {
+            let mut control = self.control.lock();
+            for (index, request) in requests.iter().enumerate() {
+                let mut page = match control.pages.pop() {
+                    Some(page) => page,
+                    None => DmaChain::new(
+                        Dma::new(KernelHal, 1).map_err(|_| GpuDeviceError::OutOfMemory)?,
+                    ),
+                };
+                let command_fence = if index == last { fence } else { None };
+                let command_len = {
+                    let bytes = page.dma_mut().as_mut_slice();
+                    let mut encoder = Encoder::new(
+                        &mut bytes[..RESPONSE_OFFSET],
+                        request.command(),
+                        command_fence,
+                    );
+                    request.encode(&mut encoder);
+                    encoder.len()
+                };
+                let segments =
+                    page.set_segments(&[(0, command_len)], &[(RESPONSE_OFFSET, RESPONSE_OFFSET)]);
+                if segments.is_err() {
+                    control.pages.push(page);
+                    return Err(GpuDeviceError::QueueBroken);
+                }
+                match control.queue.add(page) {
+                    Ok(token) => tokens[index] = Some(token),
+                    Err(rejected) => {
+                        control.pages.push(rejected.buffers);
+                        drop(control);
+                        return self.broken();
+                    }
+                }
+            }
+            match control.queue.should_notify() {
+                Ok(true) => control.notifier.notify(),
+                Ok(false) => {}
+                Err(_) => {
+                    drop(control);
+                    return self.broken();
+                }
+            }
+        }
+        let deadline = crate::time::uptime_us() + COMMAND_TIMEOUT_US;
+        let mut outstanding = requests.len();
+        let mut result = Ok(());
+        while outstanding > 0 {
+            let popped = self.control.lock().queue.pop_used();
+            match popped {
+                Ok(Some(used)) => {
+                    outstanding -= 1;
+                    let index = tokens.iter().position(|token| *token == Some(used.token));
+                    let page = used.buffers;
+                    let checked = match index {
+                        Some(index) => {
+                            let command_fence = if index == last { fence } else { None };
+                            check(index, page.bytes(1), used.written_len, command_fence)
+                        }
+                        None => Err(GpuDeviceError::QueueBroken),
+                    };
+                    if result.is_ok() {
+                        result = checked;
+                    }
+                    self.control.lock().pages.push(page);
+                }
+                Ok(None) if crate::time::uptime_us() > deadline => {
+                    // The pages stay with the queue: the device may still
+                    // write them.
+                    self.is_broken.store(true, Ordering::Release);
+                    return Err(GpuDeviceError::Timeout);
+                }
+                Ok(None) => core::hint::spin_loop(),
+                Err(_) => return self.broken(),
+            }
+        }
+        result
+    }
+
+    fn broken<T>(&self) -> Result<T, GpuDeviceError> {
+        if !self.is_broken.swap(true, Ordering::AcqRel) {
+            log::error!("virtio-gpu: control queue broken by the device; driver stopped");
+        }
+        Err(GpuDeviceError::QueueBroken)
+    }
+}
+
+mod framebuffer;
+pub use framebuffer::Framebuffer;
+
+mod tests;

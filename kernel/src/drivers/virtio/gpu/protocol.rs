@@ -1,0 +1,351 @@
+//! virtio-gpu 2D control commands (VirtIO 1.2 §5.7.6), each a type bound to
+//! the response type it expects.
+//!
+//! Commands are encoded into little-endian bytes by hand (no transmutes of
+//! device memory); responses are decoded from bytes with every field
+//! checked, so nothing the device writes is trusted as a Rust value.
+
+/// `struct virtio_gpu_ctrl_hdr`: 24 bytes.
+pub const HEADER_BYTES: usize = 24;
+/// `VIRTIO_GPU_FLAG_FENCE`: complete only once the command's work is done.
+pub const FLAG_FENCE: u32 = 1;
+/// Scanouts a device may report (`VIRTIO_GPU_MAX_SCANOUTS`).
+pub const MAX_SCANOUTS: usize = 16;
+
+/// Command type codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Command {
+    /// `VIRTIO_GPU_CMD_GET_DISPLAY_INFO`.
+    GetDisplayInfo = 0x0100,
+    /// `VIRTIO_GPU_CMD_RESOURCE_CREATE_2D`.
+    ResourceCreate2d = 0x0101,
+    /// `VIRTIO_GPU_CMD_RESOURCE_UNREF`.
+    ResourceUnref = 0x0102,
+    /// `VIRTIO_GPU_CMD_SET_SCANOUT`.
+    SetScanout = 0x0103,
+    /// `VIRTIO_GPU_CMD_RESOURCE_FLUSH`.
+    ResourceFlush = 0x0104,
+    /// `VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D`.
+    TransferToHost2d = 0x0105,
+    /// `VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING`.
+    ResourceAttachBacking = 0x0106,
+}
+
+/// `VIRTIO_GPU_RESP_OK_NODATA`.
+pub const RESP_OK_NODATA: u32 = 0x1100;
+/// `VIRTIO_GPU_RESP_OK_DISPLAY_INFO`.
+pub const RESP_OK_DISPLAY_INFO: u32 = 0x1101;
+
+/// `VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM`: bytes B, G, R, X in memory.
+pub const FORMAT_B8G8R8X8: u32 = 2;
+
+/// A rectangle in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rect {
+    /// Left edge.
+    pub x: u32,
+    /// Top edge.
+    pub y: u32,
+    /// Width.
+    pub width: u32,
+    /// Height.
+    pub height: u32,
+}
+
+impl Rect {
+    /// The smallest rectangle covering both (an empty one covers nothing).
+    pub fn union(self, other: Rect) -> Rect {
+        if self.is_empty() {
+            return other;
+        }
+        if other.is_empty() {
+            return self;
+        }
+        let x = self.x.min(other.x);
+        let y = self.y.min(other.y);
+        let right = (self.x + self.width).max(other.x + other.width);
+        let bottom = (self.y + self.height).max(other.y + other.height);
+        Rect { x, y, width: right - x, height: bottom - y }
+    }
+
+    /// Whether it covers no pixel.
+    pub fn is_empty(self) -> bool {
+        self.width == 0 || self.height == 0
+    }
+
+    /// Whether it lies within a `width` × `height` surface.
+    pub fn fits(self, width: u32, height: u32) -> bool {
+        self.x.checked_add(self.width).is_some_and(|right| right <= width)
+            && self.y.checked_add(self.height).is_some_and(|bottom| bottom <= height)
+    }
+
+    fn encode(self, out: &mut Encoder) {
+        out.u32(self.x).u32(self.y).u32(self.width).u32(self.height);
+    }
+}
+
+/// Builds a command in a byte buffer.
+pub struct Encoder<'a> {
+    bytes: &'a mut [u8],
+    len: usize,
+}
+
+impl<'a> Encoder<'a> {
+    /// Starts `command` with the standard header; `fence` sets the fence flag.
+    pub fn new(bytes: &'a mut [u8], command: Command, fence: Option<u64>) -> Self {
+        let mut encoder = Self { bytes, len: 0 };
+        let flags = if fence.is_some() { FLAG_FENCE } else { 0 };
+        encoder.u32(command as u32).u32(flags).u64(fence.unwrap_or(0)).u32(0).u32(0);
+        encoder
+    }
+
+    fn u32(&mut self, value: u32) -> &mut Self {
+        self.bytes[self.len..self.len + 4].copy_from_slice(&value.to_le_bytes());
+        self.len += 4;
+        self
+    }
+
+    fn u64(&mut self, value: u64) -> &mut Self {
+        self.bytes[self.len..self.len + 8].copy_from_slice(&value.to_le_bytes());
+        self.len += 8;
+        self
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// A control command: its code, its body, and the response it expects.
+pub trait GpuRequest {
+    /// The command code.
+    const COMMAND: Command;
+    /// What a successful command answers.
+    type Response: GpuResponse;
+    /// Writes the body after the header.
+    fn encode_body(&self, out: &mut Encoder);
+}
+
+/// A success response, decoded from the bytes the device wrote.
+pub trait GpuResponse: Sized {
+    /// Its response code.
+    const TYPE: u32;
+    /// Decodes it (header already checked).
+    ///
+    /// # Errors
+    /// [`GpuError::ShortResponse`] when the device wrote too little.
+    fn decode(response: &[u8], written: u32) -> Result<Self, GpuError>;
+}
+
+/// `VIRTIO_GPU_RESP_OK_NODATA`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoData;
+
+impl GpuResponse for NoData {
+    const TYPE: u32 = RESP_OK_NODATA;
+    fn decode(_: &[u8], _: u32) -> Result<Self, GpuError> {
+        Ok(NoData)
+    }
+}
+
+/// `VIRTIO_GPU_RESP_OK_DISPLAY_INFO`: the scanouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DisplayInfo(pub [Display; MAX_SCANOUTS]);
+
+impl GpuResponse for DisplayInfo {
+    const TYPE: u32 = RESP_OK_DISPLAY_INFO;
+    fn decode(response: &[u8], written: u32) -> Result<Self, GpuError> {
+        decode_display_info(response, written).map(DisplayInfo)
+    }
+}
+
+/// `GET_DISPLAY_INFO`.
+pub struct GetDisplayInfo;
+
+impl GpuRequest for GetDisplayInfo {
+    const COMMAND: Command = Command::GetDisplayInfo;
+    type Response = DisplayInfo;
+    fn encode_body(&self, _: &mut Encoder) {}
+}
+
+/// `RESOURCE_CREATE_2D`.
+pub struct ResourceCreate2d {
+    /// New resource id (non-zero).
+    pub resource: u32,
+    /// Pixel format.
+    pub format: u32,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+}
+
+impl GpuRequest for ResourceCreate2d {
+    const COMMAND: Command = Command::ResourceCreate2d;
+    type Response = NoData;
+    fn encode_body(&self, out: &mut Encoder) {
+        out.u32(self.resource).u32(self.format).u32(self.width).u32(self.height);
+    }
+}
+
+/// `RESOURCE_UNREF`.
+pub struct ResourceUnref {
+    /// The resource to drop.
+    pub resource: u32,
+}
+
+impl GpuRequest for ResourceUnref {
+    const COMMAND: Command = Command::ResourceUnref;
+    type Response = NoData;
+    fn encode_body(&self, out: &mut Encoder) {
+        out.u32(self.resource).u32(0);
+    }
+}
+
+/// `RESOURCE_ATTACH_BACKING` with one contiguous memory entry.
+pub struct AttachBacking {
+    /// The resource.
+    pub resource: u32,
+    /// Device address of the backing store.
+    pub address: u64,
+    /// Its length.
+    pub len_bytes: u32,
+}
+
+impl GpuRequest for AttachBacking {
+    const COMMAND: Command = Command::ResourceAttachBacking;
+    type Response = NoData;
+    fn encode_body(&self, out: &mut Encoder) {
+        out.u32(self.resource).u32(1).u64(self.address).u32(self.len_bytes).u32(0);
+    }
+}
+
+/// `SET_SCANOUT`: show `resource` (`rect` of it) on `scanout`.
+pub struct SetScanout {
+    /// The visible part.
+    pub rect: Rect,
+    /// Which display.
+    pub scanout: u32,
+    /// The resource (0 disables the scanout).
+    pub resource: u32,
+}
+
+impl GpuRequest for SetScanout {
+    const COMMAND: Command = Command::SetScanout;
+    type Response = NoData;
+    fn encode_body(&self, out: &mut Encoder) {
+        self.rect.encode(out);
+        out.u32(self.scanout).u32(self.resource);
+    }
+}
+
+/// `TRANSFER_TO_HOST_2D`: copy `rect` from the backing store (starting at
+/// byte `offset`) into the host resource.
+pub struct TransferToHost2d {
+    /// The region.
+    pub rect: Rect,
+    /// Byte offset of the region's first pixel in the backing store.
+    pub offset: u64,
+    /// The resource.
+    pub resource: u32,
+}
+
+impl GpuRequest for TransferToHost2d {
+    const COMMAND: Command = Command::TransferToHost2d;
+    type Response = NoData;
+    fn encode_body(&self, out: &mut Encoder) {
+        self.rect.encode(out);
+        out.u64(self.offset).u32(self.resource).u32(0);
+    }
+}
+
+/// `RESOURCE_FLUSH`: show the updated `rect` on every scanout using it.
+pub struct ResourceFlush {
+    /// The damaged region.
+    pub rect: Rect,
+    /// The resource.
+    pub resource: u32,
+}
+
+impl GpuRequest for ResourceFlush {
+    const COMMAND: Command = Command::ResourceFlush;
+    type Response = NoData;
+    fn encode_body(&self, out: &mut Encoder) {
+        self.rect.encode(out);
+        out.u32(self.resource).u32(0);
+    }
+}
+
+/// What the device said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpuError {
+    /// An error response (`VIRTIO_GPU_RESP_ERR_*`, 0x1200..) or an
+    /// unexpected response type: the raw code.
+    Response(u32),
+    /// A response too short for its type.
+    ShortResponse(u32),
+    /// A fenced command came back without the fence it was given.
+    FenceMismatch,
+}
+
+/// Checks a response header: its type must be `expected` and, for fenced
+/// commands, it must carry the same fence (§5.7.6.8).
+///
+/// # Errors
+/// [`GpuError`] for anything else.
+pub fn check_header(
+    response: &[u8],
+    written: u32,
+    expected: u32,
+    fence: Option<u64>,
+) -> Result<(), GpuError> {
+    if (written as usize) < HEADER_BYTES || response.len() < HEADER_BYTES {
+        return Err(GpuError::ShortResponse(written));
+    }
+    let kind = u32::from_le_bytes(response[0..4].try_into().unwrap_or([0; 4]));
+    if kind != expected {
+        return Err(GpuError::Response(kind));
+    }
+    if let Some(fence) = fence {
+        let flags = u32::from_le_bytes(response[4..8].try_into().unwrap_or([0; 4]));
+        let echoed = u64::from_le_bytes(response[8..16].try_into().unwrap_or([0; 8]));
+        if flags & FLAG_FENCE == 0 || echoed != fence {
+            return Err(GpuError::FenceMismatch);
+        }
+    }
+    Ok(())
+}
+
+/// One scanout from `RESP_OK_DISPLAY_INFO`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Display {
+    /// Its preferred mode.
+    pub rect: Rect,
+    /// Whether a display is connected.
+    pub is_enabled: bool,
+}
+
+fn decode_display_info(response: &[u8], written: u32) -> Result<[Display; MAX_SCANOUTS], GpuError> {
+    const ENTRY_BYTES: usize = 24;
+    let needed = HEADER_BYTES + MAX_SCANOUTS * ENTRY_BYTES;
+    if (written as usize) < needed || response.len() < needed {
+        return Err(GpuError::ShortResponse(written));
+    }
+    let word = |offset: usize| {
+        u32::from_le_bytes(response[offset..offset + 4].try_into().unwrap_or([0; 4]))
+    };
+    Ok(core::array::from_fn(|index| {
+        let base = HEADER_BYTES + index * ENTRY_BYTES;
+        Display {
+            rect: Rect {
+                x: word(base),
+                y: word(base + 4),
+                width: word(base + 8),
+                height: word(base + 12),
+            },
+            is_enabled: word(base + 16) != 0,
+        }
+    }))
+}
