@@ -104,6 +104,9 @@ fn fmt_opt(value: Option<f64>, decimals: usize) -> String {
 
 /// The `PEER name iops=.. p50_us=.. p99_us=..` line for one peer result.
 pub fn peer_line(m: &Measurement) -> String {
+    if let Some(fps) = m.get("fps") {
+        return format!("PEER {} fps={fps:.1}", m.name);
+    }
     format!(
         "PEER {} iops={} p50_us={} p99_us={}",
         m.name,
@@ -132,7 +135,32 @@ pub fn compare(vireo: &[Measurement], peer: &[Measurement]) -> (Vec<String>, Vec
             _ => missing.push(name.to_string()),
         }
     }
+    // GPU workloads: the kernel names them as the peer does
+    // (`gpu_full_WxH`, `gpu_damage64_64x64`); frames per second.
+    for ours in vireo.iter().filter(|m| m.name.starts_with("gpu_")) {
+        let theirs = peer.iter().rev().find(|m| m.name == ours.name).and_then(|m| m.get("fps"));
+        match (ours.get("fps"), theirs) {
+            (Some(v), Some(l)) if l > 0.0 => lines.push(format!(
+                "COMPARE {} vireo_fps={v:.1} linux_fps={l:.1} ratio={:.2}",
+                ours.name,
+                v / l
+            )),
+            _ => missing.push(ours.name.clone()),
+        }
+    }
     (lines, missing)
+}
+
+/// The display size of the kernel's full-frame GPU bench (`gpu_full_WxH`),
+/// so the peer draws the same number of pixels; QEMU's default otherwise.
+pub fn gpu_size(vireo: &[Measurement]) -> (u32, u32) {
+    vireo
+        .iter()
+        .find_map(|m| {
+            let (w, h) = m.name.strip_prefix("gpu_full_")?.split_once('x')?;
+            Some((w.parse().ok()?, h.parse().ok()?))
+        })
+        .unwrap_or((1280, 800))
 }
 
 /// IOPS of the last measurement called `name` (a rerun supersedes).
@@ -151,7 +179,7 @@ pub fn peer_dir(root: &Path, env_value: Option<&str>) -> PathBuf {
 ///
 /// The peer's accelerator and vCPU count follow vireo's run; with different
 /// ones the ratio would compare machines, not kernels.
-pub fn peer_command(dir: &Path, accel: Accel, smp: u32) -> Result<Command, String> {
+pub fn peer_command(dir: &Path, mode: PeerMode, accel: Accel, smp: u32) -> Result<Command, String> {
     let script = dir.join(PEER_SCRIPT);
     if !script.is_file() {
         return Err(format!(
@@ -162,8 +190,31 @@ pub fn peer_command(dir: &Path, accel: Accel, smp: u32) -> Result<Command, Strin
         ));
     }
     let mut c = Command::new(script);
-    c.args(["blk", &PEER_SECS.to_string()]).env("ACCEL", accel.arg()).env("SMP", smp.to_string());
+    let mode_arg = match mode {
+        PeerMode::Blk => "blk",
+        PeerMode::Gpu { width, height } => {
+            c.env("XRES", width.to_string()).env("YRES", height.to_string());
+            "gpu"
+        }
+    };
+    c.args([mode_arg, &PEER_SECS.to_string()])
+        .env("ACCEL", accel.arg())
+        .env("SMP", smp.to_string());
     Ok(c)
+}
+
+/// Which peer workload set to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerMode {
+    /// The four block workloads.
+    Blk,
+    /// Full-frame and 64x64-damage frames at this display size.
+    Gpu {
+        /// Display width in pixels.
+        width: u32,
+        /// Display height in pixels.
+        height: u32,
+    },
 }
 
 #[cfg(test)]
@@ -248,6 +299,32 @@ PEER done\n\
     }
 
     #[test]
+    fn compares_gpu_frames_per_second() {
+        let peer = parse_all(
+            "RESULT",
+            "RESULT name=gpu_full_1280x800 fps=135.7 frames=679
+             RESULT name=gpu_damage64_64x64 fps=4987.3 frames=24937
+",
+        );
+        let vireo = parse_all(
+            "BENCH",
+            "BENCH gpu_full_1280x800 fps=271.4 frames=272 frame_us_p50=1 frame_us_p99=2
+             BENCH gpu_damage64_64x64 fps=4987.3 frames=5000
+",
+        );
+        let (lines, missing) = compare(&vireo, &peer);
+        assert!(lines.contains(
+            &"COMPARE gpu_full_1280x800 vireo_fps=271.4 linux_fps=135.7 ratio=2.00".into()
+        ));
+        assert!(lines.contains(
+            &"COMPARE gpu_damage64_64x64 vireo_fps=4987.3 linux_fps=4987.3 ratio=1.00".into()
+        ));
+        assert_eq!(missing.len(), BLK_WORKLOADS.len());
+        assert_eq!(gpu_size(&vireo), (1280, 800));
+        assert_eq!(gpu_size(&[]), (1280, 800));
+    }
+
+    #[test]
     fn no_peer_results_compares_nothing() {
         let vireo = parse_all("BENCH", "BENCH blk_randread4k_qd1 iops=1\n");
         let (lines, missing) = compare(&vireo, &[]);
@@ -268,7 +345,7 @@ PEER done\n\
     #[test]
     fn missing_script_is_a_clear_error() {
         let dir = std::env::temp_dir().join(format!("xtask-nopeer-{}", std::process::id()));
-        let err = peer_command(&dir, Accel::Tcg, 2).unwrap_err();
+        let err = peer_command(&dir, PeerMode::Blk, Accel::Tcg, 2).unwrap_err();
         assert!(err.contains("run-peer.sh does not exist"), "{err}");
         assert!(err.contains(PEER_DIR_ENV), "{err}");
     }

@@ -242,17 +242,23 @@ impl Ctx {
     fn peer_bench(&self, q: &Qemu, bench_lines: &[String], timeout: u64) -> Result<(), String> {
         let env_dir = std::env::var(bench::PEER_DIR_ENV).ok();
         let dir = bench::peer_dir(&self.root, env_dir.as_deref());
-        let mut cmd = bench::peer_command(&dir, q.accel, q.smp)?;
-        cmd.current_dir(&self.root);
-        println!(
-            "==> Linux peer: {}/run-peer.sh blk (first run builds ~/.cache/vireo-peer, ~1 min)",
-            dir.display()
-        );
+        let vireo: Vec<_> =
+            bench_lines.iter().filter_map(|l| Measurement::parse("BENCH", l)).collect();
+        let (width, height) = bench::gpu_size(&vireo);
         // Not echoed: the peer's own `PEER init up`/`PEER done` lines would
         // mix with the `PEER <workload>` lines printed below.
         let mut output = String::new();
-        let exit =
-            stream(cmd, timeout, |s| output.push_str(s)).map_err(|e| format!("Linux peer: {e}"))?;
+        let mut exit = None;
+        for mode in [bench::PeerMode::Blk, bench::PeerMode::Gpu { width, height }] {
+            let mut cmd = bench::peer_command(&dir, mode, q.accel, q.smp)?;
+            cmd.current_dir(&self.root);
+            println!(
+                "==> Linux peer: {}/run-peer.sh {mode:?} (first run builds ~/.cache/vireo-peer, ~1 min)",
+                dir.display()
+            );
+            exit = stream(cmd, timeout, |s| output.push_str(s))
+                .map_err(|e| format!("Linux peer: {e}"))?;
+        }
         for l in output.lines().filter(|l| l.contains("ERROR")) {
             println!("==> Linux peer: {}", l.trim_end());
         }
@@ -267,8 +273,6 @@ impl Ctx {
         for m in &peer {
             println!("{}", bench::peer_line(m));
         }
-        let vireo: Vec<_> =
-            bench_lines.iter().filter_map(|l| Measurement::parse("BENCH", l)).collect();
         let (compared, missing) = bench::compare(&vireo, &peer);
         for l in &compared {
             println!("{l}");
