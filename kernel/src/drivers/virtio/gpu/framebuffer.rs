@@ -6,7 +6,7 @@
 //! to it and flushes the damage, all as one fenced batch.
 
 use super::protocol::{self, Rect};
-use super::{GpuDevice, GpuDeviceError};
+use super::{GpuDevice, GpuDeviceError, InFlight};
 use core::mem::ManuallyDrop;
 
 /// Two guest-memory buffers shown alternately on scanout 0: the caller
@@ -28,6 +28,8 @@ pub struct Framebuffer {
     needs_sync: bool,
     /// The caller took the back buffer for a full redraw.
     is_full_redraw: bool,
+    /// The last frame's batch, still with the device.
+    in_flight: Option<InFlight>,
 }
 
 impl Framebuffer {
@@ -68,6 +70,7 @@ impl Framebuffer {
             stale_in_back: Rect::default(),
             needs_sync: false,
             is_full_redraw: false,
+            in_flight: None,
         };
         let full = framebuffer.full();
         // Both host resources start from the (zeroed) buffers.
@@ -135,16 +138,17 @@ impl Framebuffer {
         let resource = self.resources[self.back];
         let region = damage.union(self.stale_in_back);
         let offset = (u64::from(region.y) * u64::from(self.width) + u64::from(region.x)) * 4;
-        // One batch, one notification; the fenced flush returns once the
-        // host has shown the frame (§5.7.6.8).
-        self.device.execute_batch(
-            &[
-                &protocol::TransferToHost2d { rect: region, offset, resource },
-                &protocol::SetScanout { rect: self.full(), scanout: 0, resource },
-                &protocol::ResourceFlush { rect: damage, resource },
-            ],
-            true,
-        )?;
+        // The previous frame must be done: its transfer read the buffer we
+        // drew this frame's catch-up from, and the buffer we flip away from
+        // next must no longer be read by the host.
+        self.wait_idle()?;
+        // One batch, one notification, fenced flush (§5.7.6.8); it runs
+        // while the caller draws the next frame.
+        self.in_flight = Some(self.device.submit_batch(&[
+            &protocol::TransferToHost2d { rect: region, offset, resource },
+            &protocol::SetScanout { rect: self.full(), scanout: 0, resource },
+            &protocol::ResourceFlush { rect: damage, resource },
+        ])?);
         // Flip. The new back buffer and its host resource both lack this
         // frame's damage: memory catches up when next drawn into, the host
         // resource at the next present.
@@ -168,6 +172,14 @@ impl Framebuffer {
         }
     }
 
+    /// Waits until the last presented frame is on screen.
+    ///
+    /// # Errors
+    /// The device's error for that frame.
+    pub fn wait_idle(&mut self) -> Result<(), GpuDeviceError> {
+        self.in_flight.take().map_or(Ok(()), InFlight::wait)
+    }
+
     /// The host resource ids (front, back) for checks.
     pub fn resources(&self) -> (u32, u32) {
         (self.resources[1 - self.back], self.resources[self.back])
@@ -178,10 +190,15 @@ impl Drop for Framebuffer {
     fn drop(&mut self) {
         // Stop scanning out our memory before it is freed, then drop the
         // resources; errors leave the memory leaked rather than shown.
-        let detached = self
-            .device
-            .execute(&protocol::SetScanout { rect: Rect::default(), scanout: 0, resource: 0 }, None)
-            .is_ok();
+        let finished = self.wait_idle().is_ok();
+        let detached = finished
+            && self
+                .device
+                .execute(
+                    &protocol::SetScanout { rect: Rect::default(), scanout: 0, resource: 0 },
+                    None,
+                )
+                .is_ok();
         for &resource in &self.resources {
             let _ = self.device.execute(&protocol::ResourceUnref { resource }, None);
         }

@@ -46,6 +46,54 @@ pub enum GpuDeviceError {
 type ResponseCheck<'a> =
     dyn FnMut(usize, &[u8], u32, Option<u64>) -> Result<(), GpuDeviceError> + 'a;
 
+/// Tokens of one batch, in submission order.
+type Tokens = [Option<vireo_virtio::Token>; MAX_BATCH];
+
+/// A submitted batch. Other commands may run meanwhile; their callers set
+/// this batch's answers aside for it.
+#[must_use = "wait for the batch to learn whether it worked"]
+pub struct InFlight {
+    device: &'static GpuDevice,
+    tokens: Tokens,
+    fence: Option<u64>,
+    is_done: bool,
+}
+
+impl InFlight {
+    /// Waits for every command of the batch and checks the answers.
+    ///
+    /// # Errors
+    /// The first error response, or a timeout / broken queue.
+    pub fn wait(mut self) -> Result<(), GpuDeviceError> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Result<(), GpuDeviceError> {
+        if self.is_done {
+            return Ok(());
+        }
+        self.is_done = true;
+        self.device.acquire();
+        let result = self.device.collect_locked(
+            &self.tokens,
+            self.fence,
+            &mut |_, bytes, written, fence| {
+                protocol::check_header(bytes, written, protocol::RESP_OK_NODATA, fence)
+                    .map_err(GpuDeviceError::Device)
+            },
+        );
+        self.device.release();
+        result
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        // Never leave the command path reserved.
+        let _ = self.finish();
+    }
+}
+
 /// Any command, type-erased so a batch can mix them.
 pub trait EncodeRequest {
     /// Its code.
@@ -74,6 +122,8 @@ struct Control {
     notifier: QueueNotifier,
     /// Command pages (command, then response) not in flight.
     pages: alloc::vec::Vec<DmaChain<KernelHal, 2>>,
+    /// Answers popped by one caller that belong to another's batch.
+    finished: alloc::vec::Vec<vireo_virtio::Used<DmaChain<KernelHal, 2>>>,
 }
 
 /// A virtio-gpu device.
@@ -134,7 +184,12 @@ impl GpuDevice {
         let status = transport.status();
         transport.set_status(status | DeviceStatus::DRIVER_OK);
         let mut device = Self {
-            control: SpinLock::new(Control { queue, notifier, pages: alloc::vec![page] }),
+            control: SpinLock::new(Control {
+                queue,
+                notifier,
+                pages: alloc::vec![page],
+                finished: alloc::vec::Vec::new(),
+            }),
             busy: AtomicBool::new(false),
             idle: WaitQueue::new(),
             is_broken: AtomicBool::new(false),
@@ -187,23 +242,6 @@ impl GpuDevice {
         response.ok_or(GpuDeviceError::QueueBroken)
     }
 
-    /// Runs commands that answer `OK_NODATA` as one batch: all are queued,
-    /// the device is notified once, and the call returns when all are back.
-    /// With `fence_last`, the last carries a fence (§5.7.6.8).
-    ///
-    /// # Errors
-    /// The first error response, or a timeout / broken queue.
-    pub fn execute_batch(
-        &self,
-        requests: &[&dyn EncodeRequest],
-        fence_last: bool,
-    ) -> Result<(), GpuDeviceError> {
-        self.run_batch(requests, fence_last, |_, bytes, written, fence| {
-            protocol::check_header(bytes, written, protocol::RESP_OK_NODATA, fence)
-                .map_err(GpuDeviceError::Device)
-        })
-    }
-
     /// Queues `requests` (at most `MAX_BATCH`), notifies once, collects every
     /// answer and hands each to `check` (index, response bytes, written
     /// length, fence). Commands run one batch at a time.
@@ -219,23 +257,56 @@ impl GpuDevice {
         if self.is_broken.load(Ordering::Acquire) {
             return Err(GpuDeviceError::QueueBroken);
         }
+        self.acquire();
+        let fence = fence_last.then(|| self.next_fence.fetch_add(1, Ordering::Relaxed));
+        let result = self
+            .submit_locked(requests, fence)
+            .and_then(|tokens| self.collect_locked(&tokens, fence, &mut check));
+        self.release();
+        result
+    }
+
+    fn acquire(&self) {
         // A sleeping lock: commands may take a while (a full-frame copy).
         self.idle.wait_until(|| {
             self.busy.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok()
         });
-        let fence = fence_last.then(|| self.next_fence.fetch_add(1, Ordering::Relaxed));
-        let result = self.run_batch_locked(requests, fence, &mut check);
-        self.busy.store(false, Ordering::Release);
-        self.idle.wake_one();
-        result
     }
 
-    fn run_batch_locked(
+    fn release(&self) {
+        self.busy.store(false, Ordering::Release);
+        self.idle.wake_one();
+    }
+
+    /// Queues `OK_NODATA` commands as one batch with a fence on the last and
+    /// returns without waiting: the caller overlaps its next frame with the
+    /// device's work and calls [`InFlight::wait`] before it needs the result.
+    ///
+    /// # Errors
+    /// A broken queue.
+    pub fn submit_batch(
+        &'static self,
+        requests: &[&dyn EncodeRequest],
+    ) -> Result<InFlight, GpuDeviceError> {
+        if requests.is_empty() || requests.len() > MAX_BATCH {
+            return Err(GpuDeviceError::BadRect);
+        }
+        if self.is_broken.load(Ordering::Acquire) {
+            return Err(GpuDeviceError::QueueBroken);
+        }
+        self.acquire();
+        let fence = Some(self.next_fence.fetch_add(1, Ordering::Relaxed));
+        let submitted = self.submit_locked(requests, fence);
+        self.release();
+        Ok(InFlight { device: self, tokens: submitted?, fence, is_done: false })
+    }
+
+    /// Queues the commands and notifies once; the caller holds `busy`.
+    fn submit_locked(
         &self,
         requests: &[&dyn EncodeRequest],
         fence: Option<u64>,
-        check: &mut ResponseCheck,
-    ) -> Result<(), GpuDeviceError> {
+    ) -> Result<Tokens, GpuDeviceError> {
         let last = requests.len() - 1;
         let mut tokens = [None; MAX_BATCH];
         {
@@ -282,27 +353,47 @@ impl GpuDevice {
                 }
             }
         }
+        Ok(tokens)
+    }
+
+    /// Collects the answers to `tokens` and checks each; the caller holds
+    /// `busy`.
+    fn collect_locked(
+        &self,
+        tokens: &Tokens,
+        fence: Option<u64>,
+        check: &mut ResponseCheck,
+    ) -> Result<(), GpuDeviceError> {
+        let count = tokens.iter().flatten().count();
+        let last = count.saturating_sub(1);
         let deadline = crate::time::uptime_us() + COMMAND_TIMEOUT_US;
-        let mut outstanding = requests.len();
+        let mut outstanding = count;
         let mut result = Ok(());
         while outstanding > 0 {
-            let popped = self.control.lock().queue.pop_used();
-            match popped {
+            let next = {
+                let mut control = self.control.lock();
+                // Answers another caller popped for us wait in `finished`.
+                match control.finished.iter().position(|used| tokens.contains(&Some(used.token))) {
+                    Some(position) => Ok(Some(control.finished.swap_remove(position))),
+                    None => control.queue.pop_used(),
+                }
+            };
+            match next {
                 Ok(Some(used)) => {
-                    outstanding -= 1;
-                    let index = tokens.iter().position(|token| *token == Some(used.token));
-                    let page = used.buffers;
-                    let checked = match index {
-                        Some(index) => {
-                            let command_fence = if index == last { fence } else { None };
-                            check(index, page.bytes(1), used.written_len, command_fence)
-                        }
-                        None => Err(GpuDeviceError::QueueBroken),
+                    let Some(index) = tokens.iter().position(|token| *token == Some(used.token))
+                    else {
+                        // Someone else's batch: leave it for its waiter.
+                        self.control.lock().finished.push(used);
+                        continue;
                     };
+                    outstanding -= 1;
+                    let command_fence = if index == last { fence } else { None };
+                    let checked =
+                        check(index, used.buffers.bytes(1), used.written_len, command_fence);
                     if result.is_ok() {
                         result = checked;
                     }
-                    self.control.lock().pages.push(page);
+                    self.control.lock().pages.push(used.buffers);
                 }
                 Ok(None) if crate::time::uptime_us() > deadline => {
                     // The pages stay with the queue: the device may still

@@ -66,6 +66,11 @@ ktest!(
         );
         // The device is still usable afterwards.
         check_ok!(framebuffer.present(Rect { x: 0, y: 0, width: 8, height: 8 }));
+        // Another command while that frame is still in flight: its caller
+        // sets the frame's answers aside, and the frame's wait finds them.
+        check_ok!(device.execute(&protocol::GetDisplayInfo, None));
+        check_ok!(framebuffer.wait_idle());
+        check_ok!(framebuffer.wait_idle());
         Ok(())
     }
 );
