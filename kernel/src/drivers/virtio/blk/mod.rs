@@ -29,6 +29,8 @@ use vireo_virtio::{DeviceStatus, Features, QueueConfig, SplitQueue, Transport};
 pub const SECTOR_BYTES: u64 = 512;
 /// Descriptors per queue.
 const QUEUE_SIZE: u16 = 128;
+/// How long a waiter polls for its completion before sleeping.
+const POLL_US: u64 = 30;
 /// Requests in flight per queue: every request is one indirect descriptor.
 const REQUESTS_PER_QUEUE: usize = 64;
 
@@ -390,6 +392,14 @@ impl Pending {
     /// Blocks until the device finishes; returns the outcome and the data
     /// buffer.
     pub fn wait(self) -> (Result<(), BlkError>, Option<DmaBuffer>) {
+        // Hybrid polling: a request usually comes back within tens of
+        // microseconds, less than a sleep/wake-up round trip costs; poll
+        // the queue briefly, then sleep on the completion interrupt.
+        let deadline = crate::time::rdtsc() + crate::time::tsc_hz() / 1_000_000 * POLL_US;
+        while !self.completion.is_done() && crate::time::rdtsc() < deadline {
+            self.device.complete(self.queue_index);
+            core::hint::spin_loop();
+        }
         let mut request = self.completion.wait();
         let result = match request.status() {
             request::STATUS_OK => Ok(()),

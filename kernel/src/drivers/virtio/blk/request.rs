@@ -62,6 +62,11 @@ impl Completion {
         self.waiters.wake_all();
     }
 
+    /// Whether the request is back.
+    pub fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
     /// Blocks until the request is back, and takes it.
     pub fn wait(&self) -> Box<Request> {
         self.waiters.wait_until(|| self.done.load(Ordering::Acquire));
