@@ -24,6 +24,11 @@ const COMMANDS: &[Command] = &[
     Command { name: "uptime", help: "time since boot", run: |_| uptime() },
     Command { name: "cpus", help: "per-CPU counters", run: |_| cpus() },
     Command { name: "pci", help: "PCI functions found at boot", run: |_| pci() },
+    Command {
+        name: "virtio",
+        help: "virtio devices and per-queue ring counters",
+        run: |_| virtio(),
+    },
     Command { name: "cmdline", help: "the kernel command line", run: |_| cmdline() },
     Command { name: "tests", help: "list in-kernel tests", run: |_| list_tests() },
     Command { name: "ktest", help: "ktest [filter]: run in-kernel tests", run: run_tests },
@@ -150,6 +155,32 @@ fn pci() {
             subclass,
             interface
         );
+    }
+}
+
+fn virtio() {
+    use crate::drivers::virtio::{blk, gpu};
+    match blk::device() {
+        Some(device) => {
+            kprintln!(
+                "virtio-blk: {} sectors, {} queues",
+                device.capacity_sectors(),
+                device.queue_count()
+            );
+            for queue in 0..device.queue_count() {
+                if let Some(stats) = device.queue_stats(queue) {
+                    kprintln!("  queue {}: {:?}", queue, stats);
+                }
+            }
+        }
+        None => kprintln!("virtio-blk: none"),
+    }
+    match gpu::device() {
+        Some(device) => {
+            let display = device.display();
+            kprintln!("virtio-gpu: scanout 0 {}x{}", display.width, display.height);
+        }
+        None => kprintln!("virtio-gpu: none"),
     }
 }
 
