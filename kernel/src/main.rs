@@ -39,7 +39,7 @@ extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
     smp::percpu::init_boot_cpu();
     arch::serial::init();
     arch::init_boot_cpu();
-    let tsc_hz = time::calibrate_tsc();
+    let tsc_hz = time::calibrate_tsc_roughly();
 
     let info = match BootInfo::parse(mm::PhysAddr::new(start_info_phys), |phys| {
         mm::phys_to_virt(phys).as_ptr()
@@ -70,10 +70,17 @@ extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
         Ok(hpet) => {
             // The HPET is read directly: no polling window to overshoot, and
             // the local APIC timer is calibrated from the TSC next.
-            let hpet_hz = time::calibrate_with(|| hpet.measure_tsc_hz(5));
-            log::info!("time: TSC {} kHz by HPET ({} kHz by PIT)", hpet_hz / 1000, tsc_hz / 1000);
+            let hpet_hz = time::calibrate_with(|| hpet.measure_tsc_hz(2));
+            log::info!(
+                "time: TSC {} kHz by HPET ({} kHz first guess)",
+                hpet_hz / 1000,
+                tsc_hz / 1000
+            );
         }
-        Err(error) => log::info!("time: no HPET ({error:?}); keeping the PIT calibration"),
+        Err(error) => {
+            let pit_hz = time::calibrate_tsc();
+            log::info!("time: no HPET ({error:?}); TSC {} kHz by PIT", pit_hz / 1000);
+        }
     }
     arch::apic::init_bsp();
     let bsp_apic_id = arch::apic::lapic::id();

@@ -13,7 +13,9 @@ use x86_64::instructions::port::Port;
 pub const PIT_HZ: u64 = 1_193_182;
 /// How long each calibration window lasts.
 const CALIBRATION_MS: u64 = 5;
-/// Calibration windows; the lowest result wins (see `calibrate_tsc`).
+/// The first, rough window at boot.
+const ROUGH_CALIBRATION_MS: u64 = 2;
+/// Calibration windows; the lowest result wins (see `calibrate_with`).
 const CALIBRATION_ROUNDS: usize = 3;
 /// Used before calibration, so early timestamps are merely approximate.
 const ASSUMED_TSC_HZ: u64 = 1_000_000_000;
@@ -30,6 +32,15 @@ pub fn rdtsc() -> u64 {
 /// Records the TSC value the boot stub saw first; time zero.
 pub fn set_boot_tsc(tsc: u64) {
     BOOT_TSC.store(tsc, Ordering::Relaxed);
+}
+
+/// A quick first measurement (one short PIT window) so early log lines
+/// carry sensible times; `calibrate_with` refines it once the HPET (or a
+/// longer PIT measurement) is available. Returns Hz.
+pub fn calibrate_tsc_roughly() -> u64 {
+    let hz = measure_tsc_hz(ROUGH_CALIBRATION_MS);
+    TSC_HZ.store(hz, Ordering::Relaxed);
+    hz
 }
 
 /// Measures the TSC rate with PIT channel 2 and stores it; returns Hz.

@@ -125,7 +125,7 @@ fn start_one(cpu_id: u32, apic_id: u32, cr3: PhysAddr) -> Result<(), ApError> {
 
     let page = (TRAMPOLINE_PHYS / PAGE_SIZE) as u8;
     super::ipi::send_init(apic_id);
-    time::busy_wait_us(10_000);
+    time::busy_wait_us(init_delay_us());
     for _ in 0..2 {
         super::ipi::send_startup(apic_id, page);
         let deadline = time::uptime_us() + 200;
@@ -144,6 +144,15 @@ fn start_one(cpu_id: u32, apic_id: u32, cr3: PhysAddr) -> Result<(), ApError> {
         core::hint::spin_loop();
     }
     Err(ApError::Timeout { apic_id })
+}
+
+/// The wait between INIT and the first STARTUP. The SDM's 10 ms is for
+/// processors that need time to come out of reset; a hypervisor (CPUID leaf
+/// 1 ECX bit 31) handles INIT at once, and Linux likewise skips the delay
+/// on modern CPUs.
+fn init_delay_us() -> u64 {
+    let under_hypervisor = core::arch::x86_64::__cpuid(1).ecx & (1 << 31) != 0;
+    if under_hypervisor { 500 } else { 10_000 }
 }
 
 /// First Rust code on an AP, on its boot stack, interrupts off.

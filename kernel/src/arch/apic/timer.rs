@@ -13,7 +13,7 @@ const TIMER_CURRENT: u32 = 0x390;
 /// Timer mode field, LVT bits 17-18 (SDM Vol. 3A §11.5.4, Figure 11-8).
 const TIMER_TSC_DEADLINE: u32 = 0b10 << 17;
 /// How long calibration counts the timer against the TSC.
-const CALIBRATION_US: u64 = 10_000;
+const CALIBRATION_US: u64 = 2_000;
 
 static TIMER_HZ: AtomicU64 = AtomicU64::new(0);
 

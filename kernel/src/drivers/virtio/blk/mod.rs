@@ -31,8 +31,12 @@ pub const SECTOR_BYTES: u64 = 512;
 const QUEUE_SIZE: u16 = 128;
 /// How long a waiter polls for its completion before sleeping.
 const POLL_US: u64 = 30;
-/// Requests in flight per queue: every request is one indirect descriptor.
+/// Requests in flight per queue at most: every request is one indirect
+/// descriptor.
 const REQUESTS_PER_QUEUE: usize = 64;
+/// Requests made at start-up; the pool grows on demand up to the maximum,
+/// so boot does not pay for depth nobody uses.
+const INITIAL_REQUESTS: usize = 4;
 
 /// Device feature bits (§5.2.3).
 mod feature {
@@ -71,6 +75,23 @@ struct BlkQueue {
     /// Boxed: a request travels through the ring as an 8-byte owner.
     #[allow(clippy::vec_box)]
     pool: Vec<Box<Request>>,
+    /// Requests this queue owns in all (pooled or out).
+    requests_made: usize,
+}
+
+impl BlkQueue {
+    /// A free request: from the pool, or a new one while under the cap.
+    fn take_request(&mut self) -> Option<Box<Request>> {
+        if let Some(request) = self.pool.pop() {
+            return Some(request);
+        }
+        if self.requests_made == REQUESTS_PER_QUEUE {
+            return None;
+        }
+        let request = Request::new().ok()?;
+        self.requests_made += 1;
+        Some(request)
+    }
 }
 
 struct QueueSlot {
@@ -182,12 +203,17 @@ impl BlkDevice {
             )
             .map_err(|_| "queue setup failed")?;
             let notifier = transport.queue_notifier(index).ok_or("bad notify offset")?;
-            let pool = (0..REQUESTS_PER_QUEUE)
-                .map(|_| Request::new())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|_| "no memory for requests")?;
+            let mut pool = Vec::with_capacity(REQUESTS_PER_QUEUE);
+            for _ in 0..INITIAL_REQUESTS {
+                pool.push(Request::new().map_err(|_| "no memory for requests")?);
+            }
             queues.push(QueueSlot {
-                state: IrqSpinLock::new(BlkQueue { queue, notifier, pool }),
+                state: IrqSpinLock::new(BlkQueue {
+                    queue,
+                    notifier,
+                    pool,
+                    requests_made: INITIAL_REQUESTS,
+                }),
                 space: WaitQueue::new(),
             });
         }
@@ -253,7 +279,7 @@ impl BlkDevice {
             let queue_index = pinned.cpu_id() as usize % self.queues.len();
             let slot = &self.queues[queue_index];
             let mut state = slot.state.lock();
-            let Some(mut request) = state.pool.pop() else {
+            let Some(mut request) = state.take_request() else {
                 drop(state);
                 drop(pinned);
                 // All requests of this queue are out: wait for one back.
