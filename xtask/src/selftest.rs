@@ -8,6 +8,25 @@
 
 use crate::qemu::KernelExit;
 
+/// Guest time from the first kernel instruction to `boot: ready` (issue 2).
+pub const BOOT_BUDGET_US: u64 = 150_000;
+
+/// Finds `boot: ready in N us` in a serial log and checks it against the
+/// budget; returns N.
+pub fn check_boot_time(log: &str, budget_us: u64) -> Result<u64, String> {
+    let us = log
+        .lines()
+        .find_map(|line| {
+            let rest = line.split("boot: ready in ").nth(1)?;
+            rest.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .ok_or("no `boot: ready in N us` line")?;
+    if us > budget_us {
+        return Err(format!("boot took {us} us of guest time, budget {budget_us} us"));
+    }
+    Ok(us)
+}
+
 /// What the other CPUs print while the panic happens.
 const CHATTER: &str = "selftest chatter";
 
@@ -45,6 +64,14 @@ mod tests {
     const GOOD: &str = "[0.1] INFO selftest chatter from CPU 1, line 7\n\
                         [0.1] INFO selftest chat\n\
                         panic: boom at main.rs:1:1\n  call trace (addr2line):\n    0xffff\n";
+
+    #[test]
+    fn boot_time_is_found_and_judged() {
+        let log = "[0.01] INFO vireo: hello\n[0.05] INFO  vireo: boot: ready in 53689 us\n";
+        assert_eq!(check_boot_time(log, BOOT_BUDGET_US), Ok(53_689));
+        assert!(check_boot_time(log, 50_000).unwrap_err().contains("budget"));
+        assert!(check_boot_time("nothing\n", BOOT_BUDGET_US).is_err());
+    }
 
     #[test]
     fn whole_report_passes() {

@@ -162,9 +162,30 @@ fn kernel_phase(ctx: &Ctx, args: &TestArgs, t: &mut Tally) {
             }
         }
         t.failed.extend(res.errors.iter().map(|e| format!("{label}: {e}")));
+        boot_time_check(ctx, smp, t);
     }
     if args.filter.is_none() {
         panic_selftest(ctx, t);
+    }
+}
+
+/// Issue 2's budget: the first boot of each suite must reach `boot: ready`
+/// within `BOOT_BUDGET_US` of guest time.
+fn boot_time_check(ctx: &Ctx, smp: u32, t: &mut Tally) {
+    let name = format!("boot_ready_within_150ms_smp{smp}");
+    let log = std::fs::read_to_string(ctx.target.join(format!("ktest-smp{smp}-boot1.log")))
+        .map_err(|e| format!("no serial log: {e}"));
+    match log
+        .and_then(|log| crate::selftest::check_boot_time(&log, crate::selftest::BOOT_BUDGET_US))
+    {
+        Ok(us) => {
+            println!("selftest {name} ... ok ({us} us)");
+            t.passed += 1;
+        }
+        Err(why) => {
+            println!("selftest {name} ... FAILED ({why})");
+            t.failed.push(format!("selftest: {name} ({why})"));
+        }
     }
 }
 
