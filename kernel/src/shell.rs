@@ -129,7 +129,7 @@ fn cpus() {
     for cpu in crate::smp::percpu::all_cpus() {
         let counters = cpu.counters.snapshot();
         kprintln!(
-            "{:>4} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8} {:>7} {:>6}",
+            "{:>4} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8} {:>7} {:>8} {:>6}",
             cpu.cpu_id,
             counters.context_switches,
             counters.timer_ticks,
@@ -138,6 +138,7 @@ fn cpus() {
             counters.preemptions_deferred,
             counters.deferred_reschedules_run,
             counters.threads_stolen,
+            counters.idle_halts,
             crate::sched::run_queue_len(cpu.cpu_id)
         );
     }

@@ -338,6 +338,7 @@ pub fn idle_loop() -> ! {
         } else {
             // sti; hlt: the interrupt that ends the halt cannot slip in
             // between the check above and the halt.
+            crate::count_event!(idle_halts);
             interrupts::enable_and_hlt();
         }
     }

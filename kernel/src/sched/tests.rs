@@ -560,6 +560,21 @@ ktest!(
 );
 
 ktest!(
+    fn idle_cpus_halt() {
+        // While this thread sleeps nothing runs anywhere: every CPU's idle
+        // loop must halt (not spin) until the next interrupt.
+        let before: Vec<u64> =
+            percpu::all_cpus().map(|cpu| cpu.counters.snapshot().idle_halts).collect();
+        timer::sleep_us(5 * TICK_US);
+        for (cpu, halts) in percpu::all_cpus().zip(before) {
+            let now = cpu.counters.snapshot().idle_halts;
+            check!(now > halts, "CPU {} never halted ({} -> {})", cpu.cpu_id, halts, now);
+        }
+        Ok(())
+    }
+);
+
+ktest!(
     fn timer_ticks_on_every_cpu() {
         let before: Vec<u64> =
             percpu::all_cpus().map(|cpu| cpu.counters.snapshot().timer_ticks).collect();

@@ -34,6 +34,8 @@ pub struct CpuCounters {
     pub threads_stolen: AtomicU64,
     /// TLB shootdown requests served.
     pub tlb_shootdowns: AtomicU64,
+    /// Times the idle loop halted the CPU.
+    pub idle_halts: AtomicU64,
 }
 
 /// A copy of one CPU's counters.
@@ -48,6 +50,7 @@ pub struct CounterSnapshot {
     pub deferred_reschedules_run: u64,
     pub threads_stolen: u64,
     pub tlb_shootdowns: u64,
+    pub idle_halts: u64,
 }
 
 impl CpuCounters {
@@ -61,6 +64,7 @@ impl CpuCounters {
             deferred_reschedules_run: AtomicU64::new(0),
             threads_stolen: AtomicU64::new(0),
             tlb_shootdowns: AtomicU64::new(0),
+            idle_halts: AtomicU64::new(0),
         }
     }
 
@@ -76,6 +80,7 @@ impl CpuCounters {
             deferred_reschedules_run: read(&self.deferred_reschedules_run),
             threads_stolen: read(&self.threads_stolen),
             tlb_shootdowns: read(&self.tlb_shootdowns),
+            idle_halts: read(&self.idle_halts),
         }
     }
 }
