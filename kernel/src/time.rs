@@ -54,10 +54,15 @@ pub fn calibrate_tsc() -> u64 {
 /// descheduled (TCG, a busy host) between the reference clock's end and the
 /// closing `rdtsc`, extra TSC ticks are counted. The minimum of a few
 /// windows discards such rounds.
-pub fn calibrate_with(mut measure: impl FnMut() -> u64) -> u64 {
-    let hz = (0..CALIBRATION_ROUNDS).map(|_| measure()).min().unwrap_or(ASSUMED_TSC_HZ);
+pub fn calibrate_with(measure: impl FnMut() -> u64) -> u64 {
+    let hz = lowest_of_rounds(measure);
     TSC_HZ.store(hz, Ordering::Relaxed);
     hz
+}
+
+/// The lowest of `CALIBRATION_ROUNDS` measurements (see `calibrate_with`).
+fn lowest_of_rounds(mut measure: impl FnMut() -> u64) -> u64 {
+    (0..CALIBRATION_ROUNDS).map(|_| measure()).min().unwrap_or(ASSUMED_TSC_HZ)
 }
 
 /// Counts TSC ticks while PIT channel 2 counts down `window_ms`.
@@ -136,7 +141,7 @@ mod tests {
         fn recalibration_agrees() {
             // TCG timing is noisy: a fresh measurement (lowest of three
             // windows, as at boot) must agree within 25%.
-            let again = (0..CALIBRATION_ROUNDS).map(|_| measure_tsc_hz(5)).min().unwrap_or(0);
+            let again = lowest_of_rounds(|| measure_tsc_hz(5));
             let hz = tsc_hz();
             check!(again.abs_diff(hz) < hz / 4, "calibrated {} Hz, now {} Hz", hz, again);
             Ok(())

@@ -34,8 +34,7 @@ impl Random {
 fn print(name: &str, ops: u64, elapsed_ticks: u64, latencies: &mut [u64], bytes: u64) {
     let seconds = time::ticks_to_ns(elapsed_ticks).max(1) as f64 / 1e9;
     let iops = ops as f64 / seconds;
-    let stats = super::Stats::from_ticks(latencies);
-    let (p50, p99) = stats.map_or((0, 0), |s| (s.median_ns / 1000, s.p99_ns / 1000));
+    let (p50, p99) = super::Stats::percentiles_us(latencies);
     crate::kprintln!(
         "BENCH blk_{} iops={:.0} mb_s={:.1} lat_us_p50={} lat_us_p99={} ops={}",
         name,

@@ -28,8 +28,7 @@ fn run(
         frames += 1;
     }
     let seconds = time::ticks_to_ns(time::rdtsc() - start) as f64 / 1e9;
-    let stats = super::Stats::from_ticks(&mut frame_ticks);
-    let (p50, p99) = stats.map_or((0, 0), |s| (s.median_ns / 1000, s.p99_ns / 1000));
+    let (p50, p99) = super::Stats::percentiles_us(&mut frame_ticks);
     crate::kprintln!(
         "BENCH gpu_{} fps={:.1} frames={} frame_us_p50={} frame_us_p99={}",
         name,

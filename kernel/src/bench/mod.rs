@@ -24,6 +24,12 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Median and 99th percentile of TSC-tick samples in microseconds
+    /// (zeros when there are none).
+    pub fn percentiles_us(samples: &mut [u64]) -> (u64, u64) {
+        Self::from_ticks(samples).map_or((0, 0), |s| (s.median_ns / 1000, s.p99_ns / 1000))
+    }
+
     /// Statistics of TSC-tick samples (sorted in place).
     pub fn from_ticks(samples: &mut [u64]) -> Option<Self> {
         if samples.is_empty() {

@@ -37,6 +37,8 @@ pub enum GpuDeviceError {
     QueueBroken,
     /// A rectangle outside the framebuffer, or an impossible size.
     BadRect,
+    /// An empty batch, or more commands than one batch may hold.
+    InvalidBatch,
     /// No DMA memory for a framebuffer or command page.
     OutOfMemory,
 }
@@ -251,12 +253,7 @@ impl GpuDevice {
         fence_last: bool,
         mut check: impl FnMut(usize, &[u8], u32, Option<u64>) -> Result<(), GpuDeviceError>,
     ) -> Result<(), GpuDeviceError> {
-        if requests.is_empty() || requests.len() > MAX_BATCH {
-            return Err(GpuDeviceError::BadRect);
-        }
-        if self.is_broken.load(Ordering::Acquire) {
-            return Err(GpuDeviceError::QueueBroken);
-        }
+        self.check_batch(requests)?;
         self.acquire();
         let fence = fence_last.then(|| self.next_fence.fetch_add(1, Ordering::Relaxed));
         let result = self
@@ -264,6 +261,18 @@ impl GpuDevice {
             .and_then(|tokens| self.collect_locked(&tokens, fence, &mut check));
         self.release();
         result
+    }
+
+    /// A batch the command path can take: 1..=MAX_BATCH commands, and a
+    /// queue the device has not broken.
+    fn check_batch(&self, requests: &[&dyn EncodeRequest]) -> Result<(), GpuDeviceError> {
+        if requests.is_empty() || requests.len() > MAX_BATCH {
+            return Err(GpuDeviceError::InvalidBatch);
+        }
+        if self.is_broken.load(Ordering::Acquire) {
+            return Err(GpuDeviceError::QueueBroken);
+        }
+        Ok(())
     }
 
     fn acquire(&self) {
@@ -283,17 +292,12 @@ impl GpuDevice {
     /// device's work and calls [`InFlight::wait`] before it needs the result.
     ///
     /// # Errors
-    /// A broken queue.
+    /// [`GpuDeviceError::InvalidBatch`] or a broken queue.
     pub fn submit_batch(
         &'static self,
         requests: &[&dyn EncodeRequest],
     ) -> Result<InFlight, GpuDeviceError> {
-        if requests.is_empty() || requests.len() > MAX_BATCH {
-            return Err(GpuDeviceError::BadRect);
-        }
-        if self.is_broken.load(Ordering::Acquire) {
-            return Err(GpuDeviceError::QueueBroken);
-        }
+        self.check_batch(requests)?;
         self.acquire();
         let fence = Some(self.next_fence.fetch_add(1, Ordering::Relaxed));
         let submitted = self.submit_locked(requests, fence);
