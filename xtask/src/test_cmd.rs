@@ -175,11 +175,17 @@ fn boot_time_check(ctx: &Ctx, smp: u32, t: &mut Tally) {
     let name = format!("boot_ready_within_150ms_smp{smp}");
     let log = std::fs::read_to_string(ctx.target.join(format!("ktest-smp{smp}-boot1.log")))
         .map_err(|e| format!("no serial log: {e}"));
-    match log
+    let outcome = log
         .and_then(|log| crate::selftest::check_boot_time(&log, crate::selftest::BOOT_BUDGET_US))
-    {
-        Ok(us) => {
-            println!("selftest {name} ... ok ({us} us)");
+        .map(|us| format!(" ({us} us)"));
+    record_selftest(t, &name, outcome);
+}
+
+/// Prints and tallies one outside check; `Ok` carries a detail for the line.
+fn record_selftest(t: &mut Tally, name: &str, outcome: Result<String, String>) {
+    match outcome {
+        Ok(detail) => {
+            println!("selftest {name} ... ok{detail}");
             t.passed += 1;
         }
         Err(why) => {
@@ -195,14 +201,6 @@ fn panic_selftest(ctx: &Ctx, t: &mut Tally) {
     println!(
         "==> selftest: panic report with {smp} CPUs logging (serial log in target/selftest-panic.log)"
     );
-    match ctx.panic_selftest(smp, PANIC_SELFTEST_SECS) {
-        Ok(()) => {
-            println!("selftest panic_report_is_whole ... ok");
-            t.passed += 1;
-        }
-        Err(why) => {
-            println!("selftest panic_report_is_whole ... FAILED ({why})");
-            t.failed.push(format!("selftest: panic_report_is_whole ({why})"));
-        }
-    }
+    let outcome = ctx.panic_selftest(smp, PANIC_SELFTEST_SECS).map(|()| String::new());
+    record_selftest(t, "panic_report_is_whole", outcome);
 }
