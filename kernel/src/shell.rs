@@ -1,89 +1,199 @@
 //! A small serial shell: inspect the running kernel and run tests.
 //!
-//! Input is polled from COM1; lines are edited with backspace only.
+//! Input is polled from COM1 and edited by `vireo-line-editor` (arrows,
+//! Home/End, history, Tab completion of command names, Ctrl-C); commands
+//! check their arguments and answer a wrong call with their usage.
 
 use crate::arch::qemu_exit::{ExitCode, exit_qemu};
 use crate::arch::serial;
-use crate::{kprint, kprintln};
+use crate::kprintln;
+use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
+use vireo_line_editor::{Editor, Limits, Outcome, vt100::Terminal};
 
 const PROMPT: &str = "vireo> ";
-const MAX_LINE_BYTES: usize = 256;
+const LIMITS: Limits = Limits { line_bytes: 256, history_lines: 32 };
 const POLL_INTERVAL_US: u64 = 1_000;
+
+/// What a command accepts after its name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Arguments {
+    None,
+    /// At most one word.
+    Optional(&'static str),
+}
 
 struct Command {
     name: &'static str,
+    arguments: Arguments,
     help: &'static str,
-    run: fn(&str),
+    run: fn(Option<&str>),
 }
 
 const COMMANDS: &[Command] = &[
-    Command { name: "help", help: "list commands", run: |_| help() },
-    Command { name: "mem", help: "frame and heap usage", run: |_| mem() },
-    Command { name: "log", help: "dump the in-memory log ring", run: |_| dump_log() },
-    Command { name: "uptime", help: "time since boot", run: |_| uptime() },
-    Command { name: "cpus", help: "per-CPU counters", run: |_| cpus() },
-    Command { name: "pci", help: "PCI functions found at boot", run: |_| pci() },
+    Command { name: "help", arguments: Arguments::None, help: "list commands", run: |_| help() },
+    Command {
+        name: "mem",
+        arguments: Arguments::None,
+        help: "frame and heap usage",
+        run: |_| mem(),
+    },
+    Command {
+        name: "log",
+        arguments: Arguments::Optional("error|warn|info|debug|trace"),
+        help: "log records kept in memory, at this level or more severe",
+        run: show_log,
+    },
+    Command {
+        name: "uptime",
+        arguments: Arguments::None,
+        help: "time since boot",
+        run: |_| uptime(),
+    },
+    Command { name: "cpus", arguments: Arguments::None, help: "per-CPU counters", run: |_| cpus() },
+    Command {
+        name: "pci",
+        arguments: Arguments::None,
+        help: "PCI functions found at boot",
+        run: |_| pci(),
+    },
     Command {
         name: "virtio",
+        arguments: Arguments::None,
         help: "virtio devices and per-queue ring counters",
         run: |_| virtio(),
     },
-    Command { name: "cmdline", help: "the kernel command line", run: |_| cmdline() },
-    Command { name: "tests", help: "list in-kernel tests", run: |_| list_tests() },
-    Command { name: "ktest", help: "ktest [filter]: run in-kernel tests", run: run_tests },
-    Command { name: "int3", help: "take a breakpoint exception and return", run: |_| int3() },
-    Command { name: "exit", help: "power off (ends QEMU)", run: |_| exit_qemu(ExitCode::Success) },
+    Command {
+        name: "cmdline",
+        arguments: Arguments::None,
+        help: "the kernel command line",
+        run: |_| cmdline(),
+    },
+    Command {
+        name: "tests",
+        arguments: Arguments::Optional("filter"),
+        help: "list in-kernel tests (whose name contains filter)",
+        run: list_tests,
+    },
+    Command {
+        name: "ktest",
+        arguments: Arguments::Optional("filter"),
+        help: "run in-kernel tests (whose name contains filter)",
+        run: run_tests,
+    },
+    Command {
+        name: "int3",
+        arguments: Arguments::None,
+        help: "take a breakpoint exception and return",
+        run: |_| int3(),
+    },
+    Command {
+        name: "exit",
+        arguments: Arguments::None,
+        help: "power off (ends QEMU)",
+        run: |_| exit_qemu(ExitCode::Success),
+    },
 ];
+
+impl Command {
+    fn usage(&self) -> String {
+        match self.arguments {
+            Arguments::None => String::from(self.name),
+            Arguments::Optional(word) => format!("{} [{}]", self.name, word),
+        }
+    }
+}
 
 /// Runs the shell forever.
 pub fn run() -> ! {
-    kprintln!("vireo shell: type 'help' for commands, 'exit' (or Ctrl-A X) to quit");
-    let mut line = String::new();
-    loop {
-        kprint!("{}", PROMPT);
-        line.clear();
-        read_line(&mut line);
-        let line = line.trim();
-        let (name, args) = line.split_once(' ').unwrap_or((line, ""));
-        if name.is_empty() {
-            continue;
-        }
-        match COMMANDS.iter().find(|command| command.name == name) {
-            Some(command) => (command.run)(args.trim()),
-            None => kprintln!("unknown command '{}'; try 'help'", name),
-        }
-    }
-}
-
-fn read_line(line: &mut String) {
+    kprintln!(
+        "vireo shell: 'help' lists commands, Tab completes, Up/Down recall; 'exit' or Ctrl-A X quits"
+    );
+    let names: Vec<&str> = COMMANDS.iter().map(|command| command.name).collect();
+    let mut editor = Editor::new(PROMPT, LIMITS);
+    let mut terminal = Terminal(crate::klog::write_console);
+    editor.start(&mut terminal);
     loop {
         let Some(byte) = serial::try_read_byte() else {
-            // Poll at 1 kHz and let the CPU halt in between.
+            // Poll at 1 kHz and let the CPU halt in between; a paste is read
+            // byte after byte without sleeping.
             crate::sched::timer::sleep_us(POLL_INTERVAL_US);
             continue;
         };
-        match byte {
-            b'\r' | b'\n' => {
-                kprintln!();
-                return;
+        match editor.feed(byte, &names, &mut terminal) {
+            Outcome::Pending => continue,
+            Outcome::Line(line) => execute(&line),
+            Outcome::TooLong { len_bytes, limit_bytes } => {
+                kprintln!("line too long ({len_bytes} bytes, limit {limit_bytes}): not run");
             }
-            0x08 | 0x7f if !line.is_empty() => {
-                line.pop();
-                kprint!("\x08 \x08");
+            Outcome::Cancelled => {}
+            Outcome::EndOfInput => {
+                kprintln!("(Ctrl-D: there is nothing to end; 'exit' powers off)")
             }
-            0x20..=0x7e if line.len() < MAX_LINE_BYTES => {
-                line.push(char::from(byte));
-                kprint!("{}", char::from(byte));
-            }
-            _ => {}
         }
+        editor.start(&mut terminal);
     }
 }
 
+fn execute(line: &str) {
+    let mut words = line.split_whitespace();
+    let Some(name) = words.next() else { return };
+    let Some(command) = COMMANDS.iter().find(|command| command.name == name) else {
+        kprintln!("unknown command '{}'; 'help' lists commands", name);
+        return;
+    };
+    let argument = words.next();
+    let extra = match command.arguments {
+        Arguments::None => argument,
+        Arguments::Optional(_) => words.next(),
+    };
+    if let Some(extra) = extra {
+        kprintln!("{}: unexpected argument '{}'", name, extra);
+        kprintln!("usage: {}", command.usage());
+        return;
+    }
+    (command.run)(argument);
+}
+
 fn help() {
+    let width = COMMANDS.iter().map(|command| command.usage().len()).max().unwrap_or(0);
     for command in COMMANDS {
-        kprintln!("  {:<8} {}", command.name, command.help);
+        kprintln!("  {:<width$}  {}", command.usage(), command.help);
+    }
+    kprintln!(
+        "keys: Left/Right Home/End, Ctrl-U/Ctrl-K/Ctrl-W delete, Up/Down history, Tab, Ctrl-C"
+    );
+}
+
+/// Prints rows under a header, each column as wide as its widest cell: the
+/// first `text_columns` left-aligned (names), the rest right-aligned (counts).
+fn print_table(header: &[&str], text_columns: usize, rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|title| title.len()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let print_row = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut text = String::from(" ");
+        for (column, (cell, &width)) in cells.zip(&widths).enumerate() {
+            text.push(' ');
+            if column < text_columns {
+                text.push_str(&format!("{cell:<width$}"));
+            } else {
+                text.push_str(&format!("{cell:>width$}"));
+            }
+        }
+        kprintln!("{}", text.trim_end());
+    };
+    debug_assert!(
+        rows.iter().all(|row| row.len() == header.len()),
+        "a row with the wrong column count"
+    );
+    print_row(&mut header.iter().copied());
+    for row in rows {
+        print_row(&mut row.iter().map(String::as_str));
     }
 }
 
@@ -104,8 +214,28 @@ fn mem() {
     );
 }
 
-fn dump_log() {
-    crate::klog::dump(serial::write_bytes);
+fn show_log(level: Option<&str>) {
+    let min_level = match level.map(str::parse::<log::LevelFilter>) {
+        None => log::LevelFilter::Trace,
+        Some(Ok(level)) if level != log::LevelFilter::Off => level,
+        Some(_) => {
+            kprintln!("log: unknown level '{}'", level.unwrap_or_default());
+            kprintln!("usage: log [error|warn|info|debug|trace]");
+            return;
+        }
+    };
+    let shown = crate::klog::for_each_record(min_level, crate::klog::write_console);
+    let name = |level: log::LevelFilter| level.as_str().to_ascii_lowercase();
+    if shown == 0 {
+        kprintln!("(no log records at {} or above)", name(min_level));
+    }
+    if level.is_some() && min_level > log::max_level() {
+        kprintln!(
+            "(records below {} were never kept: boot with --append log={} to see them)",
+            name(log::max_level()),
+            name(min_level)
+        );
+    }
 }
 
 fn uptime() {
@@ -114,8 +244,7 @@ fn uptime() {
 }
 
 fn cpus() {
-    kprintln!(
-        "{:>4} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8} {:>7} {:>6}",
+    let header = [
         "cpu",
         "switches",
         "ticks",
@@ -124,39 +253,48 @@ fn cpus() {
         "deferred",
         "resched",
         "stolen",
-        "queued"
-    );
-    for cpu in crate::smp::percpu::all_cpus() {
-        let counters = cpu.counters.snapshot();
-        kprintln!(
-            "{:>4} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8} {:>7} {:>8} {:>6}",
-            cpu.cpu_id,
-            counters.context_switches,
-            counters.timer_ticks,
-            counters.ipis_sent,
-            counters.ipis_received,
-            counters.preemptions_deferred,
-            counters.deferred_reschedules_run,
-            counters.threads_stolen,
-            counters.idle_halts,
-            crate::sched::run_queue_len(cpu.cpu_id)
-        );
-    }
+        "shootdowns",
+        "halts",
+        "queued",
+    ];
+    let rows: Vec<Vec<String>> = crate::smp::percpu::all_cpus()
+        .map(|cpu| {
+            let counters = cpu.counters.snapshot();
+            [
+                u64::from(cpu.cpu_id),
+                counters.context_switches,
+                counters.timer_ticks,
+                counters.ipis_sent,
+                counters.ipis_received,
+                counters.preemptions_deferred,
+                counters.deferred_reschedules_run,
+                counters.threads_stolen,
+                counters.tlb_shootdowns,
+                counters.idle_halts,
+                crate::sched::run_queue_len(cpu.cpu_id) as u64,
+            ]
+            .iter()
+            .map(|value| format!("{value}"))
+            .collect()
+        })
+        .collect();
+    print_table(&header, 0, &rows);
 }
 
 fn pci() {
-    for function in crate::pci::functions() {
-        let (class, subclass, interface) = function.class;
-        kprintln!(
-            "  {} {:04x}:{:04x} class {:02x}{:02x}{:02x}",
-            function.address,
-            function.vendor_id,
-            function.device_id,
-            class,
-            subclass,
-            interface
-        );
-    }
+    let rows: Vec<Vec<String>> = crate::pci::functions()
+        .iter()
+        .map(|function| {
+            let (class, subclass, interface) = function.class;
+            alloc::vec![
+                format!("{}", function.address),
+                format!("{:04x}", function.vendor_id),
+                format!("{:04x}", function.device_id),
+                format!("{class:02x}{subclass:02x}{interface:02x}"),
+            ]
+        })
+        .collect();
+    print_table(&["address", "vendor", "device", "class"], 4, &rows);
 }
 
 fn virtio() {
@@ -164,15 +302,45 @@ fn virtio() {
     match blk::device() {
         Some(device) => {
             kprintln!(
-                "virtio-blk: {} sectors, {} queues",
+                "virtio-blk: {} sectors ({} MiB), {} queues",
                 device.capacity_sectors(),
+                device.capacity_sectors() >> 11,
                 device.queue_count()
             );
-            for queue in 0..device.queue_count() {
-                if let Some(stats) = device.queue_stats(queue) {
-                    kprintln!("  queue {}: {:?}", queue, stats);
-                }
-            }
+            let rows: Vec<Vec<String>> = (0..device.queue_count())
+                .filter_map(|queue| Some((queue, device.queue_stats(queue)?)))
+                .map(|(queue, stats)| {
+                    [
+                        queue as u64,
+                        stats.added,
+                        stats.kicks,
+                        stats.kicks_suppressed,
+                        stats.full_barriers,
+                        stats.completions,
+                        stats.empty_polls,
+                        stats.interrupts_enabled,
+                        stats.interrupts_suppressed,
+                    ]
+                    .iter()
+                    .map(|value| format!("{value}"))
+                    .collect()
+                })
+                .collect();
+            print_table(
+                &[
+                    "queue",
+                    "added",
+                    "kicks",
+                    "no-kick",
+                    "barriers",
+                    "completions",
+                    "empty-polls",
+                    "irq-on",
+                    "irq-off",
+                ],
+                0,
+                &rows,
+            );
         }
         None => kprintln!("virtio-blk: none"),
     }
@@ -189,15 +357,37 @@ fn cmdline() {
     kprintln!("{:?}", crate::boot_info::get().cmdline().unwrap_or("<not UTF-8>"));
 }
 
-fn list_tests() {
-    for test in crate::ktest::all_tests() {
-        kprintln!("  {}", test.full_name());
+/// Names of the tests whose full name contains `filter`; says so when none
+/// does, so a typo is not mistaken for an empty run.
+fn matching_tests(command: &str, filter: Option<&str>) -> Option<Vec<String>> {
+    let tests = crate::ktest::all_tests();
+    let names: Vec<String> = tests
+        .iter()
+        .map(|test| test.full_name())
+        .filter(|name| filter.is_none_or(|filter| name.contains(filter)))
+        .collect();
+    if names.is_empty() {
+        kprintln!(
+            "{}: no test name contains '{}' ({} tests; 'tests' lists them)",
+            command,
+            filter.unwrap_or_default(),
+            tests.len()
+        );
+        return None;
+    }
+    Some(names)
+}
+
+fn list_tests(filter: Option<&str>) {
+    for name in matching_tests("tests", filter).unwrap_or_default() {
+        kprintln!("  {}", name);
     }
 }
 
-fn run_tests(filter: &str) {
-    let filter = (!filter.is_empty()).then_some(filter);
-    crate::ktest::run(crate::ktest::Selection { filter, ..Default::default() });
+fn run_tests(filter: Option<&str>) {
+    if matching_tests("ktest", filter).is_some() {
+        crate::ktest::run(crate::ktest::Selection { filter, ..Default::default() });
+    }
 }
 
 fn int3() {

@@ -33,6 +33,10 @@
 //! caller-given list; Ctrl-C cancels the line, Ctrl-D on an empty line ends
 //! input, Ctrl-L redraws. Escape sequences it does not know are swallowed
 //! whole, and a line longer than [`Limits::line_bytes`] is refused on Enter.
+//!
+//! The editor does not know the screen's width: a line longer than the
+//! terminal is wide still edits correctly, but cursor moves across the wrap
+//! show in the wrong place (it would need the width to move across lines).
 #![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]
 

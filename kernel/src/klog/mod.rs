@@ -1,7 +1,8 @@
 //! The kernel's log: the `log` facade, a console, and an in-memory ring.
 //!
-//! Every line goes to COM1 and into a 64 KiB ring that the shell (`log`) and
-//! crash reports can dump. Lines carry microseconds since boot:
+//! Everything printed goes to COM1; log records (not shell output, prompts or
+//! test protocol lines) also go into a 64 KiB ring that the shell's `log`
+//! command replays, filtered by level. Records carry microseconds since boot:
 //! `[     0.012345] INFO  vireo::mm: ...`. The level comes from the command
 //! line (`log=debug`); the default is `info`.
 
@@ -14,19 +15,33 @@ pub use ring::LogRing;
 /// Bytes of log history kept in memory.
 pub const RING_BYTES: usize = 64 * 1024;
 
+/// The console lock's data: holding the lock also orders serial output.
 struct Console {
-    ring: LogRing<RING_BYTES>,
+    records: LogRing<RING_BYTES>,
 }
 
-impl Write for Console {
+/// Console output that is not a log record: serial only.
+struct SerialOnly;
+
+impl Write for SerialOnly {
     fn write_str(&mut self, text: &str) -> fmt::Result {
         serial::write_bytes(text.as_bytes());
-        self.ring.write(text.as_bytes());
         Ok(())
     }
 }
 
-static CONSOLE: spin::Mutex<Console> = spin::Mutex::new(Console { ring: LogRing::new() });
+/// A log record: serial and the ring.
+struct Record<'a>(&'a mut LogRing<RING_BYTES>);
+
+impl Write for Record<'_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        serial::write_bytes(text.as_bytes());
+        self.0.write(text.as_bytes());
+        Ok(())
+    }
+}
+
+static CONSOLE: spin::Mutex<Console> = spin::Mutex::new(Console { records: LogRing::new() });
 
 /// Runs `f` on the console with interrupts off, so an interrupt handler that
 /// logs can never spin on a lock its own CPU holds.
@@ -34,21 +49,51 @@ fn with_console<R>(f: impl FnOnce(&mut Console) -> R) -> R {
     x86_64::instructions::interrupts::without_interrupts(|| f(&mut CONSOLE.lock()))
 }
 
-/// Prints to the console (serial and ring) without a log prefix.
+/// Prints to the console without a log prefix; not kept in the ring.
 pub fn print(args: fmt::Arguments) {
-    with_console(|console| {
-        let _ = console.write_fmt(args);
+    with_console(|_| {
+        let _ = SerialOnly.write_fmt(args);
     });
 }
 
-/// Calls `sink` with the retained log text, oldest first.
-pub fn dump(sink: impl FnMut(&[u8])) {
-    with_console(|console| console.ring.for_each_chunk(sink));
+/// Writes raw bytes to the console (terminal control sequences from the
+/// shell's line editor); not kept in the ring.
+pub fn write_console(bytes: &[u8]) {
+    with_console(|_| serial::write_bytes(bytes));
 }
 
-/// Total bytes logged since boot.
+/// Calls `sink` with each retained log line of a record at `min_level` or
+/// more severe, oldest first, and returns how many lines it passed on.
+/// Lines of a multi-line record follow their record's level.
+pub fn for_each_record(min_level: log::LevelFilter, mut sink: impl FnMut(&[u8])) -> usize {
+    // Copied out first: `sink` usually prints, which takes the console lock.
+    let mut text = alloc::vec::Vec::with_capacity(RING_BYTES);
+    with_console(|console| console.records.for_each_chunk(|chunk| text.extend_from_slice(chunk)));
+    let mut is_shown = false;
+    let mut shown = 0;
+    for line in text.split_inclusive(|&byte| byte == b'\n') {
+        if let Some(level) = record_level(line) {
+            is_shown = level <= min_level;
+        }
+        if is_shown {
+            sink(line);
+            shown += 1;
+        }
+    }
+    shown
+}
+
+/// The level of a record's first line, as [`KernelLogger`] formats it:
+/// `[seconds.micros] LEVEL target: message`; `None` for other lines.
+fn record_level(line: &[u8]) -> Option<log::Level> {
+    let line = core::str::from_utf8(line).ok()?;
+    let (_, rest) = line.strip_prefix('[')?.split_once("] ")?;
+    rest.split(' ').next()?.parse().ok()
+}
+
+/// Total bytes of log records since boot.
 pub fn total_logged_bytes() -> u64 {
-    with_console(|console| console.ring.total_written())
+    with_console(|console| console.records.total_written())
 }
 
 /// Prints to the console, like `print!`.
@@ -76,9 +121,10 @@ impl log::Log for KernelLogger {
             return;
         }
         let us = crate::time::uptime_us();
+        // `record_level` parses this format back.
         with_console(|console| {
             let _ = writeln!(
-                console,
+                Record(&mut console.records),
                 "[{:6}.{:06}] {:<5} {}: {}",
                 us / 1_000_000,
                 us % 1_000_000,
@@ -151,13 +197,48 @@ mod tests {
             let before = super::total_logged_bytes();
             log::warn!("ktest marker 7f3a");
             check!(super::total_logged_bytes() > before);
-            let mut found = false;
-            let mut tail = Vec::new();
-            super::dump(|chunk| tail.extend_from_slice(chunk));
-            if tail.windows(17).any(|w| w == b"ktest marker 7f3a") {
-                found = true;
-            }
-            check!(found, "marker line not found in the log ring");
+            check!(records_contain(log::LevelFilter::Trace, b"ktest marker 7f3a"));
+            Ok(())
+        }
+    );
+
+    fn records_contain(min_level: log::LevelFilter, marker: &[u8]) -> bool {
+        let mut found = false;
+        super::for_each_record(min_level, |line| {
+            found |= line.windows(marker.len()).any(|window| window == marker);
+        });
+        found
+    }
+
+    ktest!(
+        fn console_output_is_not_a_record() {
+            crate::kprintln!("console marker 51c9");
+            check!(!records_contain(log::LevelFilter::Trace, b"console marker 51c9"));
+            Ok(())
+        }
+    );
+
+    ktest!(
+        fn records_filter_by_level() {
+            log::warn!("level marker 0d17 warn");
+            log::error!("level marker 0d17 error");
+            check!(records_contain(log::LevelFilter::Warn, b"marker 0d17 warn"));
+            check!(records_contain(log::LevelFilter::Warn, b"marker 0d17 error"));
+            check!(!records_contain(log::LevelFilter::Error, b"marker 0d17 warn"));
+            Ok(())
+        }
+    );
+
+    ktest!(
+        fn record_level_reads_the_logger_format() {
+            check_eq!(
+                super::record_level(b"[     0.012345] WARN  vireo::mm: x\n"),
+                Some(log::Level::Warn)
+            );
+            check_eq!(super::record_level(b"[ 12.000001] TRACE t: y"), Some(log::Level::Trace));
+            check_eq!(super::record_level(b"    continuation\n"), None);
+            check_eq!(super::record_level(b"vireo> log\n"), None);
+            check_eq!(super::record_level(b"[x] LOUD t: z\n"), None);
             Ok(())
         }
     );
