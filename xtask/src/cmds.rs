@@ -1,16 +1,30 @@
-//! The non-test subcommands and the context they share (paths, cargo,
-//! accelerator).
+//! The context every subcommand shares (paths, cargo, accelerator, QEMU
+//! options) and the bench subcommand; `boot.rs` has `run`, `debug` and
+//! `boot-log`.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::BootArgs;
 use crate::bench::{self, Measurement};
+use crate::exit::KernelExit;
 use crate::host;
-use crate::qemu::{self, AccelChoice, Chunk, DeviceSet, KernelExit, Qemu, Serial, Streaming};
+use crate::process::{Chunk, Streaming};
+use crate::progress::{self, Heartbeat};
+use crate::qemu::{self, AccelChoice, DeviceSet, Qemu, Serial};
+
+/// The global command-line options.
+#[derive(Clone, Debug, Default)]
+pub struct RunnerOptions {
+    pub accel: Option<AccelChoice>,
+    /// `--kernel`: boot this ELF instead of building one.
+    pub kernel: Option<PathBuf>,
+    /// `--qemu`: run this instead of `qemu-system-x86_64` from PATH.
+    pub qemu: Option<PathBuf>,
+    /// `--qemu-arg` and `-- ARGS`: extra arguments for every QEMU.
+    pub qemu_args: Vec<String>,
+}
 
 /// Paths and tools every subcommand needs.
 pub struct Ctx {
@@ -20,10 +34,12 @@ pub struct Ctx {
     accel: AccelChoice,
     /// `--kernel`: boot this ELF instead of building one.
     kernel_override: Option<PathBuf>,
+    qemu_bin: Option<PathBuf>,
+    qemu_args: Vec<String>,
 }
 
 impl Ctx {
-    pub fn new(accel: AccelChoice, kernel_override: Option<PathBuf>) -> Self {
+    pub fn new(options: RunnerOptions) -> Self {
         // xtask lives in <root>/xtask; everything is relative to <root> so
         // the runner works from any directory.
         let root = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -37,13 +53,16 @@ impl Ctx {
         // `cargo xtask` sets CARGO to the cargo that launched us; reuse it
         // so rustup toolchain overrides stay consistent.
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        // Relative paths mean the caller's directory; QEMU runs in `root`.
+        let absolute = |p: PathBuf| std::env::current_dir().map(|d| d.join(&p)).unwrap_or(p);
         Self {
             root,
             target,
             cargo,
-            accel,
-            kernel_override: kernel_override
-                .map(|k| std::env::current_dir().map(|d| d.join(&k)).unwrap_or(k)),
+            accel: options.accel.unwrap_or(AccelChoice::Auto),
+            kernel_override: options.kernel.map(absolute),
+            qemu_bin: options.qemu.map(absolute),
+            qemu_args: options.qemu_args,
         }
     }
 
@@ -70,14 +89,16 @@ impl Ctx {
             };
         }
         println!("==> building kernel: cargo build -p vireo-kernel --release");
+        let started = Instant::now();
         let st = Command::new(&self.cargo)
             .args(["build", "-p", "vireo-kernel", "--release"])
             .current_dir(&self.root)
             .status()
             .map_err(|e| format!("cannot run cargo: {e}"))?;
         if !st.success() {
-            return Err(format!("kernel build failed ({st})"));
+            return Err(format!("kernel build failed ({st}) after {}", progress::since(started)));
         }
+        println!("==> kernel built in {}", progress::since(started));
         if !self.kernel_path().is_file() {
             return Err(format!(
                 "kernel build succeeded but {} is missing",
@@ -90,7 +111,7 @@ impl Ctx {
     /// Everything needed before booting: QEMU present, kernel built, disk
     /// created, accelerator chosen (and printed, so logs say which).
     pub fn machine(&self, smp: u32, build: bool) -> Result<Qemu, String> {
-        qemu::require_qemu()?;
+        qemu::require_qemu(self.qemu_bin.as_deref())?;
         if build {
             self.build_kernel()?;
         } else if !self.kernel_path().is_file() {
@@ -104,71 +125,24 @@ impl Ctx {
         let (accel, why) = qemu::choose_accel(self.accel);
         println!("==> accel: {} ({why}), smp {smp}", accel.arg());
         Ok(Qemu {
-            bin: qemu::QEMU_BIN.into(),
+            bin: self.qemu_bin.clone().unwrap_or_else(|| qemu::QEMU_BIN.into()),
             kernel: self.relative(&self.kernel_path()),
             disk: self.relative(&self.disk_path()),
             smp,
             accel,
+            extra_args: self.qemu_args.clone(),
         })
     }
 
     /// Shorter paths in printed command lines; QEMU runs in `root`.
-    fn relative(&self, p: &Path) -> PathBuf {
+    pub fn relative(&self, p: &Path) -> PathBuf {
         p.strip_prefix(&self.root).unwrap_or(p).to_path_buf()
     }
 
-    fn qemu_cmd(&self, q: &Qemu, cmdline: &str, serial: Serial, extra: &[&str]) -> Command {
+    pub fn qemu_cmd(&self, q: &Qemu, cmdline: &str, serial: Serial, extra: &[&str]) -> Command {
         let mut c = q.command(cmdline, serial, extra);
         c.current_dir(&self.root);
         c
-    }
-
-    pub fn run(&self, b: &BootArgs, timeout: u64) -> Result<(), String> {
-        let q = self.machine(b.smp, !b.no_build)?;
-        println!("==> booting (cmdline {:?}); Ctrl-A X quits", b.append);
-        let cmd = self.qemu_cmd(&q, &b.append, Serial::MonStdio, &[]);
-        let exit = qemu::run_interactive(cmd, Duration::from_secs(timeout))?;
-        println!("==> {}", exit.describe());
-        Ok(())
-    }
-
-    pub fn debug(&self, b: &BootArgs, timeout: u64) -> Result<(), String> {
-        let q = self.machine(b.smp, !b.no_build)?;
-        println!("==> QEMU halted at reset, gdb stub on :1234. Attach with:");
-        println!(
-            "    gdb {} -ex 'target remote :1234'",
-            self.relative(&self.kernel_path()).display()
-        );
-        let cmd = self.qemu_cmd(&q, &b.append, Serial::MonStdio, &["-s", "-S"]);
-        let exit = qemu::run_interactive(cmd, Duration::from_secs(timeout))?;
-        println!("==> {}", exit.describe());
-        Ok(())
-    }
-
-    pub fn boot_log(&self, b: &BootArgs, timeout: u64, echo: bool) -> Result<(), String> {
-        let q = self.machine(b.smp, !b.no_build)?;
-        let path = self.target.join("boot.log");
-        let mut log =
-            File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-        let cmd = self.qemu_cmd(&q, &b.append, Serial::Stdio, &[]);
-        let exit = stream(cmd, timeout, |s| {
-            let _ = log.write_all(s.as_bytes());
-            if echo {
-                print!("{s}");
-            }
-        })?;
-        println!("==> serial log: {}", path.display());
-        match exit {
-            None => {
-                println!("==> stopped after {timeout} s (kernel did not signal exit)");
-                Ok(())
-            }
-            Some(KernelExit::Success) => {
-                println!("==> {}", KernelExit::Success.describe());
-                Ok(())
-            }
-            Some(k) => Err(k.describe()),
-        }
     }
 
     /// Boots with `selftest=panic` on `smp` CPUs and judges the report.
@@ -320,21 +294,62 @@ fn tail(text: &str, n: usize) -> String {
 }
 
 /// Run QEMU with captured serial until it exits or `timeout` seconds pass
-/// (then it is killed). Returns how it exited; `None` = timed out.
-fn stream(
+/// (then it is killed). Returns how it exited; `None` = timed out. While
+/// the child prints nothing a heartbeat line says it is still running (the
+/// Linux peer's first run downloads for a minute without a word).
+pub fn stream(
     cmd: Command,
     timeout: u64,
     mut sink: impl FnMut(&str),
 ) -> Result<Option<KernelExit>, String> {
+    stream_until(cmd, timeout, |s| {
+        sink(s);
+        false
+    })
+    .map(|streamed| streamed.exit)
+}
+
+/// How a [`stream_until`] ended.
+#[derive(Clone, Debug)]
+pub struct Streamed {
+    /// `None`: killed, on timeout or because the sink asked to stop.
+    pub exit: Option<KernelExit>,
+    /// QEMU's last stderr lines.
+    pub stderr_tail: Vec<String>,
+}
+
+/// Like [`stream`], but `sink` returns true to stop early (QEMU is killed).
+pub fn stream_until(
+    cmd: Command,
+    timeout: u64,
+    mut sink: impl FnMut(&str) -> bool,
+) -> Result<Streamed, String> {
+    let program =
+        Path::new(cmd.get_program()).file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let mut heartbeat = Heartbeat::new(program);
     let mut q = Streaming::spawn(cmd)?;
     let deadline = Instant::now() + Duration::from_secs(timeout);
     loop {
-        match q.next(deadline) {
-            Chunk::Data(s) => sink(&s),
-            Chunk::Eof => return Ok(Some(q.wait())),
+        match q.next(deadline.min(heartbeat.due())) {
+            Chunk::Timeout if Instant::now() < deadline => {
+                if let Some(line) = heartbeat.beat() {
+                    println!("{line}");
+                }
+            }
+            Chunk::Data(s) => {
+                heartbeat.output();
+                if sink(&s) {
+                    q.kill();
+                    return Ok(Streamed { exit: None, stderr_tail: q.stderr_tail() });
+                }
+            }
+            Chunk::Eof => {
+                let exit = q.wait();
+                return Ok(Streamed { exit: Some(exit), stderr_tail: q.stderr_tail() });
+            }
             Chunk::Timeout => {
                 q.kill();
-                return Ok(None);
+                return Ok(Streamed { exit: None, stderr_tail: q.stderr_tail() });
             }
         }
     }
@@ -362,6 +377,6 @@ mod tests {
     fn peer_exit_words() {
         assert_eq!(peer_exit(Some(KernelExit::Reset), 9), "exited normally");
         assert_eq!(peer_exit(None, 9), "killed after 9 s");
-        assert!(peer_exit(Some(KernelExit::QemuError(2)), 9).contains("QEMU error"));
+        assert!(peer_exit(Some(KernelExit::QemuError(2)), 9).contains("QEMU failed"));
     }
 }

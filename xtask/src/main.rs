@@ -1,28 +1,53 @@
 //! `cargo xtask`: build, boot, test and debug the vireo kernel under QEMU.
 //!
-//! This file is only the command-line surface; see `cmds.rs` for the
-//! interactive subcommands, `test_cmd.rs` for `test`, `qemu.rs` for the
-//! machine, `ktest.rs`/`serial.rs` for the in-kernel test protocol and
-//! `host.rs` for host tests, `bench.rs` for comparing with the Linux peer.
+//! This file is only the command-line surface; see `boot.rs` for `run`,
+//! `debug` and `boot-log`, `test_cmd.rs` for `test`, `cmds.rs` for the
+//! shared context and `bench`, `qemu.rs` for the machine, `process.rs` and
+//! `exit.rs` for running QEMU and judging how it ended, `ktest/`/`serial.rs`
+//! for the in-kernel test protocol, `host.rs` for host tests and `bench.rs`
+//! for comparing with the Linux peer.
 
 mod bench;
+mod boot;
 mod cmds;
+mod exit;
+#[cfg(test)]
+mod fake_qemu;
 mod host;
 mod ktest;
+mod process;
+mod progress;
 mod qemu;
+mod qmp;
 mod selftest;
 mod serial;
+mod terminal;
 mod test_cmd;
+
+use std::io::Read;
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::boot::StopAt;
+use crate::exit::{Code, Failure};
 use crate::qemu::AccelChoice;
+
+/// Most vCPUs a boot may have: the kernel's `MAX_CPUS`
+/// (kernel/src/smp/percpu.rs).
+pub const MAX_SMP: i64 = 64;
+
+const EXIT_STATUS: &str = "\
+Exit status: 0 = the kernel did what was asked or you quit (Ctrl-A X, `exit`, gdb kill);
+1 = the kernel failed (panic, failed tests, reset, timeout) or a step before it did;
+2 = bad command line; 3 = QEMU itself failed (bad argument or file, killed by a signal).";
 
 #[derive(Parser)]
 #[command(
     name = "cargo xtask",
     bin_name = "cargo xtask",
-    about = "Build, boot and test the vireo kernel"
+    about = "Build, boot and test the vireo kernel",
+    after_help = EXIT_STATUS
 )]
 struct Cli {
     /// Accelerator: auto uses KVM only if /dev/kvm is usable and the CPU
@@ -31,8 +56,19 @@ struct Cli {
     accel: AccelChoice,
     /// Boot this kernel ELF instead of building target/release/vireo
     /// (old builds, bisecting, testing the runner itself).
-    #[arg(long, global = true, value_name = "ELF")]
-    kernel: Option<std::path::PathBuf>,
+    #[arg(long, global = true, value_name = "ELF", value_parser = parse_elf)]
+    kernel: Option<PathBuf>,
+    /// Run this instead of qemu-system-x86_64 from PATH (a wrapper, another
+    /// build of QEMU).
+    #[arg(long, global = true, value_name = "BIN", env = "VIREO_QEMU", value_parser = parse_file)]
+    qemu: Option<PathBuf>,
+    /// Extra argument for every QEMU this command starts; repeat it for
+    /// several (`--qemu-arg -d --qemu-arg int`), or put them after `--`.
+    #[arg(long = "qemu-arg", global = true, value_name = "ARG", allow_hyphen_values = true)]
+    qemu_arg: Vec<String>,
+    /// Print each QEMU command line before running it.
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -40,15 +76,19 @@ struct Cli {
 /// Options shared by every subcommand that boots one kernel.
 #[derive(Args, Clone)]
 pub struct BootArgs {
-    /// Extra kernel command line (appended after the subcommand's own words).
-    #[arg(long, default_value = "")]
+    /// Extra kernel command line, e.g. --append "log=debug" (after the
+    /// subcommand's own words).
+    #[arg(long, visible_alias = "cmdline", default_value = "", value_name = "WORDS")]
     pub append: String,
-    /// Number of vCPUs.
-    #[arg(long, default_value_t = 2)]
+    /// Number of vCPUs, 1 to 64.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=MAX_SMP))]
     pub smp: u32,
     /// Do not (re)build the kernel first.
     #[arg(long)]
     pub no_build: bool,
+    /// Extra QEMU arguments (like --qemu-arg), e.g. `-- -d int`.
+    #[arg(last = true, value_name = "QEMU_ARGS")]
+    pub qemu_args: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -59,31 +99,41 @@ enum Cmd {
     Run {
         #[command(flatten)]
         boot: BootArgs,
-        /// Kill QEMU after this many seconds.
-        #[arg(long, default_value_t = 3600)]
-        timeout: u64,
+        /// Kill QEMU after this many seconds (default: never).
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+        timeout: Option<u64>,
     },
     /// Host tests, extra host checks, then in-kernel tests; ends with
     /// `total: X passed, Y failed`.
     Test(test_cmd::TestArgs),
-    /// Boot once and keep the serial log in target/boot.log.
+    /// Boot once, until the kernel reports ready, and keep the serial log in
+    /// target/boot.log.
     BootLog {
         #[command(flatten)]
         boot: BootArgs,
-        /// Stop after this many seconds if the kernel has not exited.
-        #[arg(long, default_value_t = 60)]
+        /// Give up (and fail) after this many seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
         timeout: u64,
+        /// Stop at the first appearance of TEXT instead of `boot: ready`.
+        #[arg(long, value_name = "TEXT", conflicts_with = "until_exit")]
+        until: Option<String>,
+        /// Run until the kernel exits instead (e.g. with --append ktest).
+        #[arg(long)]
+        until_exit: bool,
         /// Also print the serial output while it arrives.
         #[arg(long)]
         echo: bool,
     },
-    /// Start QEMU halted with a gdb stub on :1234.
+    /// Start QEMU halted with a gdb stub (on :1234 unless --gdb-port).
     Debug {
         #[command(flatten)]
         boot: BootArgs,
-        /// Kill QEMU after this many seconds.
-        #[arg(long, default_value_t = 3600)]
-        timeout: u64,
+        /// Kill QEMU after this many seconds (default: never).
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+        timeout: Option<u64>,
+        /// TCP port of the gdb stub.
+        #[arg(long, value_name = "PORT", default_value_t = 1234, value_parser = clap::value_parser!(u16).range(1..))]
+        gdb_port: u16,
     },
     /// Host benchmarks, then boot with `bench` and collect `BENCH ` lines.
     Bench {
@@ -102,24 +152,146 @@ enum Cmd {
     Clean,
 }
 
-fn main() {
-    let cli = Cli::parse();
-    let ctx = cmds::Ctx::new(cli.accel, cli.kernel);
-    let result = match cli.cmd {
-        Cmd::Build => ctx.build_kernel(),
-        Cmd::Run { boot, timeout } => ctx.run(&boot, timeout),
-        Cmd::Test(args) => {
-            let code = test_cmd::test(&ctx, &args);
-            std::process::exit(code);
+impl Cmd {
+    /// The QEMU arguments given after `--`.
+    fn trailing_qemu_args(&self) -> &[String] {
+        match self {
+            Cmd::Run { boot, .. }
+            | Cmd::BootLog { boot, .. }
+            | Cmd::Debug { boot, .. }
+            | Cmd::Bench { boot, .. } => &boot.qemu_args,
+            Cmd::Test(args) => &args.qemu_args,
+            Cmd::Build | Cmd::Clean => &[],
         }
-        Cmd::BootLog { boot, timeout, echo } => ctx.boot_log(&boot, timeout, echo),
-        Cmd::Debug { boot, timeout } => ctx.debug(&boot, timeout),
-        Cmd::Bench { boot, timeout, peer } => ctx.bench(&boot, timeout, peer),
-        Cmd::Clean => ctx.clean(),
+    }
+}
+
+/// `--kernel`: an ELF file, or QEMU would fail later with a vaguer message.
+fn parse_elf(value: &str) -> Result<PathBuf, String> {
+    let mut magic = [0u8; 4];
+    std::fs::File::open(value)
+        .and_then(|mut file| file.read_exact(&mut magic))
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    if &magic != b"\x7fELF" {
+        return Err("not an ELF file (a kernel build is target/release/vireo)".into());
+    }
+    Ok(value.into())
+}
+
+fn parse_file(value: &str) -> Result<PathBuf, String> {
+    if std::path::Path::new(value).is_file() {
+        Ok(value.into())
+    } else {
+        Err("no such file".into())
+    }
+}
+
+/// clap suggests a subcommand only when it is close by Jaro similarity,
+/// which misses short typos (`rn`, `tset`); add the nearest name within two
+/// edits when clap found none.
+fn with_closer_suggestion(mut error: clap::Error) -> clap::Error {
+    use clap::CommandFactory;
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if error.kind() != ErrorKind::InvalidSubcommand
+        || error.get(ContextKind::SuggestedSubcommand).is_some()
+    {
+        return error;
+    }
+    let Some(ContextValue::String(typed)) = error.get(ContextKind::InvalidSubcommand) else {
+        return error;
     };
-    if let Err(e) = result {
-        eprintln!("error: {e}");
-        std::process::exit(1);
+    let typed = typed.clone();
+    let nearest = Cli::command()
+        .get_subcommands()
+        .map(|command| command.get_name().to_string())
+        .map(|name| (edit_distance(&typed, &name), name))
+        .filter(|&(distance, _)| distance <= 2 && distance < typed.len())
+        .min();
+    if let Some((_, name)) = nearest {
+        error.insert(ContextKind::SuggestedSubcommand, ContextValue::String(name));
+    }
+    error
+}
+
+/// Levenshtein distance with adjacent transpositions (optimal string
+/// alignment): `rn` -> `run` is 1, `tset` -> `test` is 1.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+fn main() {
+    // Before anything can change the terminal or start a child.
+    terminal::save();
+    process::install_signal_handlers();
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        // panic = "abort": no destructor runs, so clean up here.
+        process::kill_all_children();
+        terminal::restore();
+        default_hook(info);
+    }));
+    let cli = Cli::try_parse().unwrap_or_else(|error| with_closer_suggestion(error).exit());
+    process::set_verbose(cli.verbose);
+    let mut qemu_args = cli.qemu_arg.clone();
+    qemu_args.extend_from_slice(cli.cmd.trailing_qemu_args());
+    let ctx = cmds::Ctx::new(cmds::RunnerOptions {
+        accel: Some(cli.accel),
+        kernel: cli.kernel,
+        qemu: cli.qemu,
+        qemu_args,
+    });
+    let code = dispatch(&ctx, cli.cmd);
+    terminal::restore();
+    std::process::exit(code);
+}
+
+fn dispatch(ctx: &cmds::Ctx, cmd: Cmd) -> i32 {
+    let result: Result<Option<String>, Failure> = match cmd {
+        Cmd::Build => ctx.build_kernel().map(|()| None).map_err(Failure::from),
+        Cmd::Run { boot, timeout } => ctx.run(&boot, timeout).map(Some),
+        Cmd::Test(args) => return test_cmd::test(ctx, &args),
+        Cmd::BootLog { boot, timeout, until, until_exit, echo } => {
+            let stop = match (until, until_exit) {
+                (Some(text), _) => StopAt::Text(text),
+                (None, true) => StopAt::Exit,
+                (None, false) => StopAt::Ready,
+            };
+            ctx.boot_log(&boot, &stop, timeout, echo).map(Some)
+        }
+        Cmd::Debug { boot, timeout, gdb_port } => ctx.debug(&boot, timeout, gdb_port).map(Some),
+        Cmd::Bench { boot, timeout, peer } => {
+            ctx.bench(&boot, timeout, peer).map(|()| None).map_err(Failure::from)
+        }
+        Cmd::Clean => ctx.clean().map(|()| None).map_err(Failure::from),
+    };
+    match result {
+        Ok(message) => {
+            if let Some(message) = message {
+                println!("==> {message}");
+            }
+            Code::Ok as i32
+        }
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            failure.code as i32
+        }
     }
 }
 
@@ -145,5 +317,44 @@ mod tests {
         assert!(matches!(cli.cmd, Cmd::Bench { peer: false, .. }));
         let cli = Cli::try_parse_from(["xtask", "bench", "--peer"]).unwrap();
         assert!(matches!(cli.cmd, Cmd::Bench { peer: true, .. }));
+    }
+
+    #[test]
+    fn typos_get_a_suggestion() {
+        assert_eq!(edit_distance("rn", "run"), 1);
+        assert_eq!(edit_distance("tset", "test"), 1);
+        assert_eq!(edit_distance("bootlog", "boot-log"), 1);
+        assert_eq!(edit_distance("", "run"), 3);
+        let error = Cli::try_parse_from(["xtask", "rn"]).map(|_| ()).unwrap_err();
+        assert!(
+            with_closer_suggestion(error).to_string().contains("similar subcommand exists: 'run'")
+        );
+        let error = Cli::try_parse_from(["xtask", "zzzzz"]).map(|_| ()).unwrap_err();
+        assert!(!with_closer_suggestion(error).to_string().contains("similar"));
+    }
+
+    #[test]
+    fn flags_people_look_for() {
+        let cli =
+            Cli::try_parse_from(["xtask", "run", "--cmdline", "log=debug", "--", "-d", "int"])
+                .unwrap();
+        match cli.cmd {
+            Cmd::Run { boot, timeout } => {
+                assert_eq!(boot.append, "log=debug");
+                assert_eq!(boot.qemu_args, ["-d", "int"]);
+                assert_eq!(timeout, None, "interactive runs have no default timeout");
+            }
+            _ => panic!(),
+        }
+        assert!(Cli::try_parse_from(["xtask", "run", "--smp", "0"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "run", "--smp", "65"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "run", "--smp", "64"]).is_ok());
+        let cli = Cli::try_parse_from(["xtask", "--qemu-arg", "-d", "debug", "--gdb-port", "4321"])
+            .unwrap();
+        assert_eq!(cli.qemu_arg, ["-d"]);
+        assert!(matches!(cli.cmd, Cmd::Debug { gdb_port: 4321, timeout: None, .. }));
+        assert!(
+            Cli::try_parse_from(["xtask", "boot-log", "--until", "x", "--until-exit"]).is_err()
+        );
     }
 }

@@ -1,6 +1,6 @@
-//! Everything about launching QEMU: the one standard device set, accelerator
-//! choice, the scratch disk, exit-status decoding, and running the child under
-//! a hard timeout.
+//! The machine QEMU boots: the one standard device set, accelerator choice
+//! and the scratch disk. Running it is `process.rs`; reading its exit
+//! status is `exit.rs`.
 //!
 //! All subcommands go through [`Qemu::command`] (or [`Qemu::command_with`])
 //! so that `run`, `test`, `boot-log`, `debug` and `bench` always boot the
@@ -9,12 +9,9 @@
 //! spelled out in [`DeviceSet`].
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 /// The QEMU binary we drive. Only x86_64 is supported.
 pub const QEMU_BIN: &str = "qemu-system-x86_64";
@@ -147,12 +144,15 @@ pub enum Serial {
 /// One configured machine. Built once per subcommand.
 #[derive(Clone, Debug)]
 pub struct Qemu {
-    /// Normally [`QEMU_BIN`]; tests substitute a script.
+    /// Normally [`QEMU_BIN`]; `--qemu` and tests substitute another.
     pub bin: PathBuf,
     pub kernel: PathBuf,
     pub disk: PathBuf,
     pub smp: u32,
     pub accel: Accel,
+    /// `--qemu-arg` / `-- ARGS`: appended last, so they can add devices or
+    /// debug options (`-d int`) to every boot of the subcommand.
+    pub extra_args: Vec<String>,
 }
 
 impl Qemu {
@@ -204,6 +204,7 @@ impl Qemu {
         a.push("virtio-gpu-pci".into());
         a.push("-accel".into());
         a.push(self.accel.arg().into());
+        a.extend(self.extra_args.iter().cloned());
         a
     }
 }
@@ -215,8 +216,16 @@ pub fn qemu_on_path() -> bool {
         .unwrap_or(false)
 }
 
-/// Fail with an actionable message when QEMU is missing.
-pub fn require_qemu() -> Result<(), String> {
+/// Fail with an actionable message when QEMU is missing. `bin` is the
+/// `--qemu` override, if any.
+pub fn require_qemu(bin: Option<&Path>) -> Result<(), String> {
+    if let Some(bin) = bin {
+        return if bin.is_file() {
+            Ok(())
+        } else {
+            Err(format!("--qemu {}: no such file", bin.display()))
+        };
+    }
     if qemu_on_path() {
         Ok(())
     } else {
@@ -242,197 +251,9 @@ pub fn ensure_disk(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// How the kernel (or QEMU) ended, decoded from QEMU's exit status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KernelExit {
-    /// Kernel wrote 0x10 to the debug-exit port: status 33.
-    Success,
-    /// Kernel wrote 0x11: tests failed or the kernel panicked. Status 35.
-    Failure,
-    /// Status 0: with `-no-reboot` a reset (triple fault) makes QEMU exit 0.
-    /// Also what quitting the monitor (Ctrl-A X) looks like.
-    Reset,
-    /// Some other odd status: the kernel wrote an unexpected value `v`.
-    OtherKernelCode(u32),
-    /// Some even, non-zero status: QEMU itself failed (bad args, missing file).
-    QemuError(i32),
-    /// Killed by a signal (e.g. by our own timeout).
-    Signal,
-}
-
-impl KernelExit {
-    pub fn from_status(status: ExitStatus) -> Self {
-        match status.code() {
-            Some(c) => Self::from_code(c),
-            None => KernelExit::Signal,
-        }
-    }
-
-    pub fn from_code(code: i32) -> Self {
-        match code {
-            33 => KernelExit::Success,
-            35 => KernelExit::Failure,
-            0 => KernelExit::Reset,
-            c if c > 0 && c & 1 == 1 => KernelExit::OtherKernelCode((c as u32) >> 1),
-            c => KernelExit::QemuError(c),
-        }
-    }
-
-    /// A few words, for a crashed test's reason.
-    pub fn short(self) -> String {
-        match self {
-            KernelExit::Success => "exited with success mid-test (status 33)".into(),
-            KernelExit::Failure => "panic (status 35)".into(),
-            KernelExit::Reset => "triple fault (status 0)".into(),
-            KernelExit::OtherKernelCode(v) => format!("exit code {v:#x}"),
-            KernelExit::QemuError(c) => format!("QEMU error (status {c})"),
-            KernelExit::Signal => "QEMU killed by a signal".into(),
-        }
-    }
-
-    /// A one-line, human explanation.
-    pub fn describe(self) -> String {
-        match self {
-            KernelExit::Success => "kernel exited with success (0x10 -> status 33)".into(),
-            KernelExit::Failure => {
-                "kernel exited with failure (0x11 -> status 35: tests failed or panic)".into()
-            }
-            KernelExit::Reset => {
-                "QEMU exited with status 0: triple fault / reset (-no-reboot), or monitor quit"
-                    .into()
-            }
-            KernelExit::OtherKernelCode(v) => {
-                format!("kernel wrote unexpected exit code {v:#x} to port 0xf4")
-            }
-            KernelExit::QemuError(c) => format!("QEMU itself failed with status {c}"),
-            KernelExit::Signal => "QEMU was killed by a signal".into(),
-        }
-    }
-}
-
-/// Wait for `child`, killing it after `timeout`. `Ok(None)` means timed out.
-pub fn wait_with_timeout(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(st) = child.try_wait()? {
-            return Ok(Some(st));
-        }
-        if Instant::now() >= deadline {
-            kill(child);
-            return Ok(None);
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Kill and reap; errors ignored because the child may already be gone.
-pub fn kill(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// Run `cmd` with inherited stdio (interactive) under a hard timeout.
-pub fn run_interactive(mut cmd: Command, timeout: Duration) -> Result<KernelExit, String> {
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start {QEMU_BIN}: {e}"))?;
-    match wait_with_timeout(&mut child, timeout).map_err(|e| e.to_string())? {
-        Some(st) => Ok(KernelExit::from_status(st)),
-        None => Err(format!("timed out after {}s; QEMU killed", timeout.as_secs())),
-    }
-}
-
-/// What the serial stream delivered.
-pub enum Chunk {
-    Data(String),
-    Eof,
-    /// Nothing arrived before the deadline.
-    Timeout,
-}
-
-/// A running QEMU whose serial output (stdout) is read on a helper thread so
-/// the caller can wait for output *with a deadline* (std has no read timeout
-/// on pipes).
-pub struct Streaming {
-    child: Child,
-    rx: Receiver<Option<String>>,
-    eof: bool,
-}
-
-impl Streaming {
-    pub fn spawn(mut cmd: Command) -> Result<Self, String> {
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped());
-        // Named after the program actually run: the Linux peer's script
-        // streams through here too.
-        let program = cmd.get_program().to_string_lossy().into_owned();
-        let mut child = cmd.spawn().map_err(|e| format!("cannot start {program}: {e}"))?;
-        let mut out = child.stdout.take().expect("stdout is piped");
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            loop {
-                match out.read(&mut buf) {
-                    Ok(0) | Err(_) => {
-                        let _ = tx.send(None);
-                        return;
-                    }
-                    Ok(n) => {
-                        // Serial output may contain non-UTF-8 garbage after a
-                        // crash; never let that abort the run.
-                        let s = String::from_utf8_lossy(&buf[..n]).into_owned();
-                        if tx.send(Some(s)).is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
-        Ok(Self { child, rx, eof: false })
-    }
-
-    /// Next piece of output, or `Timeout` once `deadline` passes.
-    pub fn next(&mut self, deadline: Instant) -> Chunk {
-        if self.eof {
-            return Chunk::Eof;
-        }
-        let wait = deadline.saturating_duration_since(Instant::now());
-        match self.rx.recv_timeout(wait) {
-            Ok(Some(s)) => Chunk::Data(s),
-            Ok(None) | Err(RecvTimeoutError::Disconnected) => {
-                self.eof = true;
-                Chunk::Eof
-            }
-            Err(RecvTimeoutError::Timeout) => Chunk::Timeout,
-        }
-    }
-
-    /// Reap after EOF. QEMU closes stdout only when exiting, so this is quick;
-    /// the timeout guards against a wedged process anyway.
-    pub fn wait(mut self) -> KernelExit {
-        match wait_with_timeout(&mut self.child, Duration::from_secs(10)) {
-            Ok(Some(st)) => KernelExit::from_status(st),
-            _ => KernelExit::Signal,
-        }
-    }
-
-    /// Kill QEMU (timeouts).
-    pub fn kill(mut self) {
-        kill(&mut self.child);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exit_codes_decode() {
-        assert_eq!(KernelExit::from_code(33), KernelExit::Success);
-        assert_eq!(KernelExit::from_code(35), KernelExit::Failure);
-        assert_eq!(KernelExit::from_code(0), KernelExit::Reset);
-        assert_eq!(KernelExit::from_code(1), KernelExit::OtherKernelCode(0));
-        assert_eq!(KernelExit::from_code(37), KernelExit::OtherKernelCode(0x12));
-        assert_eq!(KernelExit::from_code(2), KernelExit::QemuError(2));
-        assert!(KernelExit::Reset.describe().contains("triple fault"));
-    }
 
     #[test]
     fn accel_needs_kvm_and_virt_flag() {
@@ -454,6 +275,7 @@ mod tests {
             disk: "target/vireo-disk.img".into(),
             smp: 4,
             accel: Accel::Tcg,
+            extra_args: vec![],
         };
         let a = q.args_with(DeviceSet::Standard, "ktest ktest.skip=a::b", Serial::Stdio).join(" ");
         assert_eq!(
@@ -479,6 +301,7 @@ mod tests {
             disk: "target/vireo-disk.img".into(),
             smp: 2,
             accel: Accel::Kvm,
+            extra_args: vec!["-d".into(), "int".into()],
         };
         let a = q.args_with(DeviceSet::PeerMatched, "bench", Serial::Stdio).join(" ");
         assert_eq!(
@@ -488,7 +311,7 @@ mod tests {
              -kernel target/release/vireo -append bench \
              -blockdev driver=null-co,node-name=d0,size=1073741824,read-zeroes=on \
              -device virtio-blk-pci,drive=d0,disable-legacy=on -device virtio-gpu-pci \
-             -accel kvm"
+             -accel kvm -d int"
         );
         assert!(!a.contains("vireo-disk.img"));
     }

@@ -6,7 +6,7 @@
 //! run ends with the failure status, exactly one `panic:` line appears, and
 //! no other CPU's output follows it (they were stopped by NMI first).
 
-use crate::qemu::KernelExit;
+use crate::exit::KernelExit;
 
 /// Guest time from the first kernel instruction to `boot: ready` (issue 2).
 pub const BOOT_BUDGET_US: u64 = 150_000;

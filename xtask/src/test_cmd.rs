@@ -7,13 +7,14 @@
 //! line and the exit code never disagree.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 
 use crate::cmds::{Ctx, join_cmdline};
 use crate::host;
 use crate::ktest::{self, Limits, Outcome, QemuBooter, SuiteOptions};
+use crate::progress;
 use crate::qemu::Accel;
 
 // ======================================================================
@@ -31,9 +32,10 @@ const PANIC_SELFTEST_SECS: u64 = 60;
 
 #[derive(Args, Clone, Debug)]
 pub struct TestArgs {
-    /// vCPU counts to run the kernel suite with; repeat for several runs
-    /// (`--smp 2 --smp 4` or `--smp 2,4`). Default: KTEST_SMP in test_cmd.rs.
-    #[arg(long, value_delimiter = ',')]
+    /// vCPU counts (1 to 64) to run the kernel suite with; repeat for
+    /// several runs (`--smp 2 --smp 4` or `--smp 2,4`). Default: KTEST_SMP
+    /// in test_cmd.rs.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=crate::MAX_SMP))]
     pub smp: Vec<u32>,
     /// Only run kernel tests whose name contains this (`ktest.filter=`).
     #[arg(long)]
@@ -45,10 +47,10 @@ pub struct TestArgs {
     #[arg(long, default_value = "")]
     pub append: String,
     /// Per-test time limit in seconds (default 60 under TCG, 30 under KVM).
-    #[arg(long)]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub test_timeout: Option<u64>,
     /// Kill a boot that makes no test progress for this many seconds.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, value_name = "SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
     pub stall_timeout: u64,
     /// Hide kernel log lines (results and panics are still shown).
     #[arg(long, short)]
@@ -59,6 +61,9 @@ pub struct TestArgs {
     /// Skip the in-kernel tests.
     #[arg(long)]
     pub no_kernel: bool,
+    /// Extra QEMU arguments (like --qemu-arg), e.g. `-- -d int`.
+    #[arg(last = true, value_name = "QEMU_ARGS")]
+    pub qemu_args: Vec<String>,
 }
 
 /// Running tally across all phases.
@@ -88,6 +93,8 @@ pub fn test(ctx: &Ctx, args: &TestArgs) -> i32 {
 }
 
 fn host_phase(ctx: &Ctx, t: &mut Tally) {
+    let started = Instant::now();
+    let failed_before = t.failed.len();
     let run = host::cargo_test(&ctx.cargo, &ctx.root);
     t.passed += run.totals.passed;
     let named = run.totals.failed_names.len() as u64;
@@ -102,6 +109,11 @@ fn host_phase(ctx: &Ctx, t: &mut Tally) {
     let (p, failed) = host::run_commands(host::HOST_TESTS, &ctx.root);
     t.passed += p;
     t.failed.extend(failed.into_iter().map(|n| format!("host: {n}")));
+    println!(
+        "==> host phase: {} failure(s), {}",
+        t.failed.len() - failed_before,
+        progress::since(started)
+    );
 }
 
 fn kernel_phase(ctx: &Ctx, args: &TestArgs, t: &mut Tally) {
@@ -133,6 +145,7 @@ fn kernel_phase(ctx: &Ctx, args: &TestArgs, t: &mut Tally) {
             per_test: Duration::from_secs(per_test),
             stall: Duration::from_secs(args.stall_timeout),
         };
+        let started = Instant::now();
         let mut booter = QemuBooter::new(q, limits, ctx.target.clone());
         let opts = SuiteOptions {
             base_cmdline: vec![base.clone()],
@@ -143,10 +156,11 @@ fn kernel_phase(ctx: &Ctx, args: &TestArgs, t: &mut Tally) {
         };
         let res = ktest::run_suite(&mut booter, &opts, &mut |l| println!("{l}"));
         println!(
-            "==> {label}: {} passed, {} failed, {} boot(s); serial logs in {}/ktest-smp{smp}-boot*.log",
+            "==> {label}: {} passed, {} failed, {} boot(s) in {}; serial logs in {}/ktest-smp{smp}-boot*.log",
             res.passed(),
             res.failed().count(),
             res.boots,
+            progress::since(started),
             ctx.target.display()
         );
         if let Some(first) = res.failed().next() {

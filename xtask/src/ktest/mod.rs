@@ -13,16 +13,18 @@
 //! as an error and the suite stops.
 //!
 //! The booting itself sits behind [`Booter`] so the restart logic is unit
-//! tested with canned serial transcripts instead of QEMU.
+//! tested with canned serial transcripts instead of QEMU; the real one,
+//! with its timeouts, is [`QemuBooter`].
+
+mod qemu_booter;
 
 use std::collections::BTreeSet;
-use std::fs::File;
-use std::io::Write;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::qemu::{Chunk, KernelExit, Qemu, Serial, Streaming};
-use crate::serial::{Event, Parser, Verdict};
+pub use qemu_booter::{Limits, QemuBooter};
+
+use crate::exit::KernelExit;
+use crate::serial::{Event, Verdict};
 
 /// How one boot ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -302,108 +304,10 @@ fn on_event(
     }
 }
 
-/// Timeouts for live boots.
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    /// Max wall time between `test X ... ` and its result.
-    pub per_test: Duration,
-    /// Max wall time without a test starting or finishing while none runs
-    /// (boot, between tests, shutdown).
-    pub stall: Duration,
-}
-
-/// The real [`Booter`]: QEMU with the standard device set. Each boot's raw
-/// serial output is kept in `target/ktest-smp<N>-boot<K>.log` for post-mortems.
-pub struct QemuBooter {
-    pub qemu: Qemu,
-    pub limits: Limits,
-    pub log_dir: PathBuf,
-    pub boots: usize,
-}
-
-impl QemuBooter {
-    /// A booter whose log numbering starts at 1; stale logs of an earlier
-    /// run with the same vCPU count are removed so none can be mistaken
-    /// for this run's.
-    pub fn new(qemu: Qemu, limits: Limits, log_dir: PathBuf) -> Self {
-        let prefix = format!("ktest-smp{}-boot", qemu.smp);
-        if let Ok(dir) = std::fs::read_dir(&log_dir) {
-            for e in dir.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with(&prefix) && name.ends_with(".log") {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
-        Self { qemu, limits, log_dir, boots: 0 }
-    }
-}
-
-impl Booter for QemuBooter {
-    fn boot(&mut self, cmdline: &str, on_event: &mut dyn FnMut(&Event)) -> BootEnd {
-        self.boots += 1;
-        let log_path =
-            self.log_dir.join(format!("ktest-smp{}-boot{}.log", self.qemu.smp, self.boots));
-        let mut log = File::create(&log_path).ok();
-        let cmd = self.qemu.command(cmdline, Serial::Stdio, &[]);
-        let mut qemu = match Streaming::spawn(cmd) {
-            Ok(s) => s,
-            Err(e) => return BootEnd::LaunchError(e),
-        };
-        let mut parser = Parser::new();
-        let mut last_progress = Instant::now();
-        let mut test_started = Instant::now();
-        loop {
-            let deadline = if parser.in_progress().is_some() {
-                test_started + self.limits.per_test
-            } else {
-                last_progress + self.limits.stall
-            };
-            match qemu.next(deadline) {
-                Chunk::Data(d) => {
-                    if let Some(f) = log.as_mut() {
-                        let _ = f.write_all(d.as_bytes());
-                    }
-                    for ev in parser.feed(&d) {
-                        match ev {
-                            Event::Started(_) => {
-                                test_started = Instant::now();
-                                last_progress = test_started;
-                            }
-                            Event::Result { .. } | Event::Summary { .. } => {
-                                last_progress = Instant::now();
-                            }
-                            Event::Log(_) => {}
-                        }
-                        on_event(&ev);
-                    }
-                }
-                Chunk::Eof => {
-                    for ev in parser.finish() {
-                        on_event(&ev);
-                    }
-                    return BootEnd::Exited(qemu.wait());
-                }
-                Chunk::Timeout => {
-                    let running = parser.in_progress().is_some();
-                    qemu.kill();
-                    for ev in parser.finish() {
-                        on_event(&ev);
-                    }
-                    return if running {
-                        BootEnd::TestTimeout(self.limits.per_test)
-                    } else {
-                        BootEnd::Stalled(self.limits.stall)
-                    };
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::serial::Parser;
 
     /// Replays canned transcripts, one per boot, and records command lines.
     struct Fake {
@@ -564,71 +468,5 @@ mod tests {
             cmdline(&base, &BTreeSet::new(), Some("c::z")),
             "ktest ktest.filter=virtio ktest.after=c::z"
         );
-    }
-
-    /// Drives the real [`QemuBooter`] (pipes, deadlines, kill) against a
-    /// shell script standing in for QEMU.
-    #[cfg(unix)]
-    mod with_fake_qemu {
-        use super::*;
-        use crate::qemu::Accel;
-        use std::os::unix::fs::PermissionsExt;
-
-        const SCRIPT: &str = r#"#!/bin/sh
-while [ $# -gt 0 ]; do [ "$1" = "-append" ] && APPEND="$2"; shift; done
-case "$APPEND" in
-  *stall*) exec sleep 30 ;;
-  *after=a::boom*) printf 'test b::fine ... ok (2 us)\nktest: 1 passed, 0 failed\n'; exit 33 ;;
-  *after=a::hang*) printf 'test a::boom ... \npanicked at x.rs:1:1: boom\n'; exit 35 ;;
-  *) printf 'test a::ok ... ok (1 us)\ntest a::hang ... '; exec sleep 30 ;;
-esac
-"#;
-
-        fn booter(name: &str) -> QemuBooter {
-            let dir = std::env::temp_dir().join(format!("xtask-{name}-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            let bin = dir.join("fake-qemu");
-            std::fs::write(&bin, SCRIPT).unwrap();
-            std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-            std::fs::write(dir.join("ktest-smp2-boot9.log"), "stale").unwrap();
-            let b = QemuBooter::new(
-                Qemu { bin, kernel: "k".into(), disk: "d".into(), smp: 2, accel: Accel::Tcg },
-                Limits { per_test: Duration::from_secs(1), stall: Duration::from_secs(1) },
-                dir.clone(),
-            );
-            assert!(!dir.join("ktest-smp2-boot9.log").exists());
-            b
-        }
-
-        #[test]
-        fn timeout_then_panic_then_clean_finish() {
-            let mut b = booter("restart");
-            let opts = SuiteOptions {
-                base_cmdline: vec!["ktest".into()],
-                max_boots: 10,
-                ..Default::default()
-            };
-            let res = run_suite(&mut b, &opts, &mut |_| {});
-            assert!(res.errors.is_empty(), "{:?}", res.errors);
-            assert_eq!(res.boots, 3);
-            assert_eq!(res.passed(), 2);
-            let failed: Vec<_> = res.failed().map(|r| r.name.as_str()).collect();
-            assert_eq!(failed, vec!["a::hang", "a::boom"]);
-            let log = std::fs::read_to_string(b.log_dir.join("ktest-smp2-boot2.log")).unwrap();
-            assert!(log.contains("boom"));
-        }
-
-        #[test]
-        fn silent_kernel_is_a_stall_error() {
-            let mut b = booter("stall");
-            let opts = SuiteOptions {
-                base_cmdline: vec!["ktest stall".into()],
-                max_boots: 10,
-                ..Default::default()
-            };
-            let res = run_suite(&mut b, &opts, &mut |_| {});
-            assert_eq!(res.boots, 1);
-            assert!(res.errors[0].contains("no test progress"), "{:?}", res.errors);
-        }
     }
 }
