@@ -1,12 +1,13 @@
 # Thin wrapper over `cargo xtask`; all logic lives in xtask/.
-# Pass extra flags with ARGS, e.g. `make test ARGS="--smp 2 --smp 4"`.
+# Pass extra flags with ARGS, e.g. `make test ARGS="--smp 2 --smp 4"`;
+# `make help` lists the targets.
 
 CARGO ?= cargo
 ARGS ?=
 QEMU := qemu-system-x86_64
 QEMU_PKG_INSTALL := apt-get update && apt-get install -y --no-install-recommends qemu-system-x86
 
-.PHONY: build run test boot-log debug bench clean ensure-qemu
+.PHONY: build run test boot-log debug bench clean help ensure-qemu
 
 build:
 	$(CARGO) xtask build $(ARGS)
@@ -16,6 +17,28 @@ run test boot-log debug bench: ensure-qemu
 
 clean:
 	$(CARGO) xtask clean $(ARGS)
+
+help:
+	@echo 'make <target> [ARGS="runner flags"]   (all of them: cargo xtask <target> --help)'
+	@echo ''
+	@echo '  build     build the kernel (release) to target/release/vireo (the default target)'
+	@echo '  run       boot it in QEMU with the serial shell on this terminal; Ctrl-A X quits'
+	@echo '  test      host tests, then the in-kernel tests with 2 and 4 vCPUs; ends with a total'
+	@echo '  boot-log  boot once until the kernel is ready; serial log in target/boot.log'
+	@echo '  debug     start QEMU halted with a gdb stub on :1234 and print how to attach'
+	@echo '  bench     host ring benchmark, then the kernel benchmarks (ARGS=--peer: vs Linux)'
+	@echo '  clean     cargo clean'
+	@echo '  help      this list'
+	@echo ''
+	@echo 'Examples:'
+	@echo '  make run ARGS="--smp 4"                     4 vCPUs (1 to 64)'
+	@echo "  make run ARGS='--append \"log=debug\"'        extra kernel command line"
+	@echo '  make run ARGS="-v -- -d int"                print the QEMU command; pass QEMU arguments'
+	@echo '  make test ARGS="--filter sched:: --smp 2"   only matching in-kernel tests, 2 vCPUs'
+	@echo "  make boot-log ARGS='--until \"vireo> \"'    stop at other text than the ready line"
+	@echo '  make debug ARGS="--gdb-port 4321"           another gdb port'
+	@echo ''
+	@echo 'Exit status: 0 ok or quit, 1 kernel failed, 2 bad flags, 3 QEMU failed.'
 
 # A fresh machine has no QEMU: install it from Debian (sudo if not root).
 ensure-qemu:

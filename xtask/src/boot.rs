@@ -60,7 +60,7 @@ impl Ctx {
         let q = self.machine(b.smp, !b.no_build)?;
         println!("==> booting (cmdline {:?}); Ctrl-A X quits", b.append);
         let cmd = self.qemu_cmd(&q, &b.append, Serial::MonStdio, &[]);
-        exit::judge_interactive(&run_attached(cmd, timeout)?).into_result()
+        judge_attached(&run_attached(cmd, timeout)?)
     }
 
     pub fn debug(
@@ -79,7 +79,7 @@ impl Ctx {
         println!("==> gdb's `kill` or Ctrl-A X ends the session");
         let stub = format!("tcp::{gdb_port}");
         let cmd = self.qemu_cmd(&q, &b.append, Serial::MonStdio, &["-gdb", &stub, "-S"]);
-        exit::judge_interactive(&run_attached(cmd, timeout)?).into_result()
+        judge_attached(&run_attached(cmd, timeout)?)
     }
 
     pub fn boot_log(
@@ -109,6 +109,14 @@ impl Ctx {
         println!("==> serial log: {}", self.relative(&path).display());
         judge_boot_log(stop, &streamed, seen.as_deref(), timeout)
     }
+}
+
+fn judge_attached(ending: &Ending) -> Result<String, Failure> {
+    // A QEMU that was killed left the cursor after the shell's prompt.
+    if matches!(ending.exit, None | Some(KernelExit::Signal(_))) {
+        println!();
+    }
+    exit::judge_interactive(ending).into_result()
 }
 
 /// `boot-log` succeeds when it saw what it waited for.

@@ -167,12 +167,17 @@ impl Verdict {
     }
 }
 
-/// What QEMU printed last on stderr: usually the reason it failed.
+/// What QEMU printed last on stderr, usually the reason it failed: its
+/// last `qemu-system-x86_64: ...` message with any lines after it (`Is
+/// another process using the image?`), else the last line.
 fn qemu_said(ending: &Ending) -> String {
-    ending.stderr_tail.iter().rev().find(|line| !line.trim().is_empty()).map_or_else(
-        || " (it printed nothing on stderr)".into(),
-        |line| format!(": {}", line.trim()),
-    )
+    let lines: Vec<&str> =
+        ending.stderr_tail.iter().map(|l| l.trim()).filter(|l| !l.is_empty()).collect();
+    if lines.is_empty() {
+        return " (it printed nothing on stderr)".into();
+    }
+    let start = lines.iter().rposition(|l| l.starts_with("qemu-system")).unwrap_or(lines.len() - 1);
+    format!(": {}", lines[start..].join(" "))
 }
 
 /// Judges an interactive run (`run`, `debug`): a user's quit is fine, the
@@ -264,12 +269,18 @@ mod tests {
         let locked = judged(
             Some(KernelExit::QemuError(1)),
             None,
-            &["qemu-system-x86_64: -drive file=d.img: Failed to get \"write\" lock", ""],
+            &[
+                "qemu-system-x86_64: warning: something else",
+                "qemu-system-x86_64: -device virtio-blk-pci: Failed to get \"write\" lock",
+                "Is another process using the image [d.img]?",
+                "",
+            ],
         );
         assert_eq!(locked.code, Code::QemuFailed);
         assert_eq!(
             locked.message,
-            "QEMU failed (status 1): qemu-system-x86_64: -drive file=d.img: Failed to get \"write\" lock"
+            "QEMU failed (status 1): qemu-system-x86_64: -device virtio-blk-pci: Failed to get \"write\" lock \
+             Is another process using the image [d.img]?"
         );
         let killed = judged(Some(KernelExit::Signal(libc::SIGSEGV)), None, &[]);
         assert_eq!(killed.code, Code::QemuFailed);
