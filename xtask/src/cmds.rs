@@ -330,14 +330,8 @@ pub fn stream_until(
     let mut q = Streaming::spawn(cmd)?;
     let deadline = Instant::now() + Duration::from_secs(timeout);
     loop {
-        match q.next(deadline.min(heartbeat.due())) {
-            Chunk::Timeout if Instant::now() < deadline => {
-                if let Some(line) = heartbeat.beat() {
-                    println!("{line}");
-                }
-            }
+        match q.next_or_beat(deadline, &mut heartbeat) {
             Chunk::Data(s) => {
-                heartbeat.output();
                 if sink(&s) {
                     q.kill();
                     return Ok(Streamed { exit: None, stderr_tail: q.stderr_tail() });

@@ -25,6 +25,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::exit::KernelExit;
+use crate::progress::Heartbeat;
 use crate::terminal;
 
 /// How the child's standard streams are connected.
@@ -336,6 +337,24 @@ impl Streaming {
                 Chunk::Eof
             }
             Err(RecvTimeoutError::Timeout) => Chunk::Timeout,
+        }
+    }
+
+    /// Like [`Streaming::next`], printing `heartbeat`'s line whenever the
+    /// child stays quiet for its period before `deadline`.
+    pub fn next_or_beat(&mut self, deadline: Instant, heartbeat: &mut Heartbeat) -> Chunk {
+        loop {
+            match self.next(deadline.min(heartbeat.due())) {
+                Chunk::Timeout if Instant::now() < deadline => {
+                    if let Some(line) = heartbeat.beat() {
+                        println!("{line}");
+                    }
+                }
+                chunk => {
+                    heartbeat.output();
+                    return chunk;
+                }
+            }
         }
     }
 

@@ -5,7 +5,8 @@
 //! on SIGTERM, but not when it is SIGKILLed (a `--timeout`, the runner's
 //! signal handler) or crashes, and a raw terminal looks like a hung one. So
 //! the runner saves the mode before starting anything and restores it after
-//! each attached QEMU, on exit, on a panic and in its signal handler.
+//! each attached QEMU, on exit, on a panic and in its signal handler
+//! (tested end to end on a pseudo-terminal in xtask/tests/runner.rs).
 
 use std::sync::OnceLock;
 
@@ -49,42 +50,4 @@ fn same_mode(a: &libc::termios, b: &libc::termios) -> bool {
         && a.c_cflag == b.c_cflag
         && a.c_lflag == b.c_lflag
         && a.c_cc == b.c_cc
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// On a pseudo-terminal: raw mode (what QEMU sets) is undone.
-    #[test]
-    fn raw_mode_is_undone() {
-        let (mut controller, mut device) = (0, 0);
-        // SAFETY: openpty writes two fds; the other arguments may be null.
-        let opened = unsafe {
-            libc::openpty(
-                &mut controller,
-                &mut device,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                std::ptr::null(),
-            )
-        };
-        assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
-        let saved = read_mode(device).expect("a pty has a mode");
-        assert_ne!(saved.c_lflag & libc::ICANON, 0, "a new pty starts in canonical mode");
-        let mut raw = saved;
-        // SAFETY: `raw` is a valid termios; `device` is an open terminal.
-        unsafe {
-            libc::cfmakeraw(&mut raw);
-            libc::tcsetattr(device, libc::TCSANOW, &raw);
-        }
-        assert!(!same_mode(&read_mode(device).unwrap(), &saved));
-        restore_mode(device, &saved);
-        assert!(same_mode(&read_mode(device).unwrap(), &saved), "mode not restored");
-        // SAFETY: both fds came from openpty and are closed once.
-        unsafe {
-            libc::close(device);
-            libc::close(controller);
-        }
-    }
 }

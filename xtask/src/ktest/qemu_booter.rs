@@ -70,14 +70,8 @@ impl Booter for QemuBooter {
             } else {
                 last_progress + self.limits.stall
             };
-            match qemu.next(deadline.min(heartbeat.due())) {
-                Chunk::Timeout if Instant::now() < deadline => {
-                    if let Some(line) = heartbeat.beat() {
-                        println!("{line}");
-                    }
-                }
+            match qemu.next_or_beat(deadline, &mut heartbeat) {
                 Chunk::Data(d) => {
-                    heartbeat.output();
                     if let Some(f) = log.as_mut() {
                         let _ = f.write_all(d.as_bytes());
                     }
