@@ -9,34 +9,31 @@
 
 extern crate alloc;
 
-mod acpi;
 mod arch;
 mod bench;
-mod boot_info;
 mod cmdline;
 mod drivers;
 mod klog;
 mod ktest;
 mod mm;
-mod pci;
-mod rt;
+mod platform;
 mod sched;
 mod shell;
 mod smp;
 mod sync;
-mod time;
 
+use arch::boot_info::{self, BootInfo};
 use arch::qemu_exit::{ExitCode, exit_qemu};
 use arch::serial::RawSerial;
-use boot_info::BootInfo;
 use cmdline::{Mode, Options, Problem};
 use core::fmt::Write;
+use platform::{acpi, apic, hpet, pci, time};
 
 #[unsafe(no_mangle)]
 extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
     time::set_boot_tsc(boot_tsc);
     // GS first: locks (the heap's included) use the per-CPU block.
-    smp::percpu::init_boot_cpu();
+    arch::percpu::init_boot_cpu();
     arch::serial::init();
     arch::init_boot_cpu();
     let tsc_hz = time::calibrate_tsc_roughly();
@@ -66,7 +63,7 @@ extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
     log::info!("memory: {} MiB usable, {} MiB free", frames.usable >> 8, frames.free >> 8);
 
     let platform = acpi::init();
-    match arch::hpet::init() {
+    match hpet::init() {
         Ok(hpet) => {
             // The HPET is read directly: no polling window to overshoot, and
             // the local APIC timer is calibrated from the TSC next.
@@ -82,8 +79,8 @@ extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
             log::info!("time: no HPET ({error:?}); TSC {} kHz by PIT", pit_hz / 1000);
         }
     }
-    arch::apic::init_bsp();
-    let bsp_apic_id = arch::apic::lapic::id();
+    apic::init_bsp();
+    let bsp_apic_id = apic::lapic::id();
     let ap_apic_ids: alloc::vec::Vec<u32> = platform
         .usable_cpus()
         .map(|cpu| cpu.apic_id)

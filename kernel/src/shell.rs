@@ -109,7 +109,7 @@ fn dump_log() {
 }
 
 fn uptime() {
-    let us = crate::time::uptime_us();
+    let us = crate::platform::time::uptime_us();
     kprintln!("up {}.{:06} s", us / 1_000_000, us % 1_000_000);
 }
 
@@ -126,7 +126,7 @@ fn cpus() {
         "stolen",
         "queued"
     );
-    for cpu in crate::smp::percpu::all_cpus() {
+    for cpu in crate::arch::percpu::all_cpus() {
         let counters = cpu.counters.snapshot();
         kprintln!(
             "{:>4} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8} {:>7} {:>8} {:>6}",
@@ -145,7 +145,7 @@ fn cpus() {
 }
 
 fn pci() {
-    for function in crate::pci::functions() {
+    for function in crate::platform::pci::functions() {
         let (class, subclass, interface) = function.class;
         kprintln!(
             "  {} {:04x}:{:04x} class {:02x}{:02x}{:02x}",
@@ -186,7 +186,7 @@ fn virtio() {
 }
 
 fn cmdline() {
-    kprintln!("{:?}", crate::boot_info::get().cmdline().unwrap_or("<not UTF-8>"));
+    kprintln!("{:?}", crate::arch::boot_info::get().cmdline().unwrap_or("<not UTF-8>"));
 }
 
 fn list_tests() {

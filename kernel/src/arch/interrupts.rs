@@ -13,7 +13,7 @@
 //! (`fxsave64`) before calling Rust, because interrupted code may be in the
 //! middle of using any of them.
 
-use crate::smp::percpu;
+use crate::arch::percpu;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// Saved state of the interrupted code, as the entry stubs lay it out.

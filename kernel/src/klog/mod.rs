@@ -75,7 +75,7 @@ impl log::Log for KernelLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let us = crate::time::uptime_us();
+        let us = crate::platform::time::uptime_us();
         with_console(|console| {
             let _ = writeln!(
                 console,

@@ -210,7 +210,7 @@ impl TestContext {
     fn capture() -> Self {
         Self {
             interrupts_on: x86_64::instructions::interrupts::are_enabled(),
-            preempt_count: crate::smp::percpu::preempt_count(),
+            preempt_count: crate::arch::percpu::preempt_count(),
         }
     }
 
@@ -261,9 +261,9 @@ pub fn run(selection: Selection) -> Summary {
         crate::kprint!("test {} ... ", full_name);
         CURRENT_TEST.store(core::ptr::from_ref(test).cast_mut(), Ordering::Relaxed);
         let context = TestContext::capture();
-        let start = crate::time::rdtsc();
+        let start = crate::platform::time::rdtsc();
         let result = (test.run)();
-        let elapsed_us = crate::time::ticks_to_us(crate::time::rdtsc() - start);
+        let elapsed_us = crate::platform::time::ticks_to_us(crate::platform::time::rdtsc() - start);
         let result = result.and(context.check_restored());
         CURRENT_TEST.store(core::ptr::null_mut(), Ordering::Relaxed);
         match result {

@@ -35,7 +35,7 @@ pub mod wait;
 
 mod tests;
 
-use crate::smp::percpu::{self, MAX_CPUS};
+use crate::arch::percpu::{self, MAX_CPUS};
 use crate::sync::{IrqSpinLock, PreemptGuard, might_sleep};
 use alloc::collections::VecDeque;
 use alloc::string::String;

@@ -4,9 +4,11 @@
 use super::thread::ThreadState;
 use super::timer::{self, TICK_US};
 use super::{JoinHandle, Placement, SpawnError, WaitQueue, current, spawn, yield_now};
-use crate::smp::{online_cpus, percpu};
+use crate::arch::percpu;
+use crate::platform::time;
+use crate::smp::online_cpus;
 use crate::sync::{IrqSpinLock, PreemptGuard, SpinLock, can_sleep};
-use crate::{check, check_eq, ktest, time};
+use crate::{check, check_eq, ktest};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};

@@ -6,9 +6,9 @@
 
 use super::thread::{Thread, ThreadState};
 use crate::arch::interrupts::InterruptFrame;
-use crate::smp::percpu::{self, MAX_CPUS};
+use crate::arch::percpu::{self, MAX_CPUS};
+use crate::platform::time;
 use crate::sync::{IrqSpinLock, might_sleep};
-use crate::time;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -48,7 +48,7 @@ fn rearm(timer: &CpuTimer, sleepers: &[(u64, Arc<Thread>)]) {
     }
     let next_tick = timer.next_tick_tsc.load(Ordering::Relaxed);
     let earliest = sleepers.iter().map(|(deadline, _)| *deadline).min().unwrap_or(u64::MAX);
-    crate::arch::apic::lapic::set_deadline_tsc(next_tick.min(earliest));
+    crate::platform::apic::lapic::set_deadline_tsc(next_tick.min(earliest));
 }
 
 /// Starts ticking on this CPU. Interrupts must be off.
@@ -103,7 +103,7 @@ pub fn on_timer_interrupt(_frame: &mut InterruptFrame) {
     }
     rearm(timer, &sleepers);
     drop(sleepers);
-    crate::arch::apic::lapic::eoi();
+    crate::platform::apic::lapic::eoi();
 }
 
 /// Blocks the calling thread until the TSC reaches `deadline_tsc`.

@@ -7,11 +7,11 @@
 //! Sequence"), waiting until the AP reports online before starting the next
 //! one (they share the trampoline).
 
-use super::percpu;
 use crate::arch::gdt::{CpuTables, IstStacks};
+use crate::arch::percpu;
 use crate::arch::trampoline::{self, TRAMPOLINE_PHYS, TrampolineParams};
 use crate::mm::{PAGE_SIZE, PhysAddr, frame, phys_to_virt};
-use crate::time;
+use crate::platform::time;
 use alloc::boxed::Box;
 use core::sync::atomic::{AtomicBool, Ordering};
 use x86_64::registers::control::Cr3;

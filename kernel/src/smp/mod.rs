@@ -3,11 +3,11 @@
 
 pub mod ap;
 pub mod ipi;
-pub mod percpu;
 pub mod tlb;
 
 mod tests;
 
+use crate::arch::percpu;
 use crate::mm::PhysAddr;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use x86_64::structures::paging::PhysFrame;
@@ -31,7 +31,7 @@ fn kernel_page_table_root() -> PhysFrame {
 /// An AP's local APIC and timer (the boot CPU's APIC is set up by
 /// `arch::apic::init_bsp`).
 fn init_this_cpu() {
-    if let Err(error) = crate::arch::apic::lapic::init_this_cpu() {
+    if let Err(error) = crate::platform::apic::lapic::init_this_cpu() {
         log::error!("smp: CPU {}: local APIC unusable: {error:?}", percpu::cpu_id());
     }
     crate::sched::timer::start_this_cpu();
@@ -44,11 +44,11 @@ pub fn init(ap_apic_ids: &[u32]) -> usize {
         x86_64::registers::control::Cr3::read().0.start_address().as_u64(),
         Ordering::Relaxed,
     );
-    percpu::this_cpu().apic_id.store(crate::arch::apic::lapic::id(), Ordering::Relaxed);
+    percpu::this_cpu().apic_id.store(crate::platform::apic::lapic::id(), Ordering::Relaxed);
     ipi::init();
     crate::sched::init_boot_cpu();
     crate::arch::interrupts::register_irq(
-        crate::arch::apic::TIMER,
+        crate::platform::apic::TIMER,
         crate::sched::timer::on_timer_interrupt,
     )
     .expect("timer vector taken");

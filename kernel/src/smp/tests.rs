@@ -1,8 +1,9 @@
 //! SMP tests: bring-up, per-CPU data, IPIs and TLB shootdown.
 
-use super::{ipi, online_cpus, percpu, tlb};
+use super::{ipi, online_cpus, tlb};
 use crate::arch::fixup;
 use crate::arch::interrupts::{self, InterruptFrame};
+use crate::arch::percpu;
 use crate::mm::{frame, paging, vmap};
 use crate::sched::{JoinHandle, Placement, spawn};
 use crate::{check, check_eq, check_ok, ktest};
@@ -23,7 +24,7 @@ fn on_each_cpu(f: impl Fn(u32) + Send + Sync + 'static) -> Vec<JoinHandle> {
 
 ktest!(
     fn every_acpi_cpu_is_online() {
-        let listed = crate::acpi::platform().usable_cpus().count();
+        let listed = crate::platform::acpi::platform().usable_cpus().count();
         check_eq!(online_cpus(), listed);
         check_eq!(percpu::cpu_count(), listed);
         check!(online_cpus() >= 1);
@@ -53,7 +54,7 @@ ktest!(
         for handle in on_each_cpu(move |cpu| {
             let block = percpu::this_cpu();
             let expected = percpu::cpu(cpu as usize).unwrap();
-            let apic_id = crate::arch::apic::lapic::id();
+            let apic_id = crate::platform::apic::lapic::id();
             if !core::ptr::eq(block, expected)
                 || percpu::cpu_id() != cpu
                 || block.apic_id.load(Ordering::Relaxed) != apic_id
@@ -148,8 +149,8 @@ ktest!(
             waiter_queue.wait_until(|| waiter_go.load(Ordering::Acquire) == 1);
         })
         .expect("spawn failed");
-        let deadline = crate::time::uptime_us() + 2_000_000;
-        while queue.is_empty() && crate::time::uptime_us() < deadline {
+        let deadline = crate::platform::time::uptime_us() + 2_000_000;
+        while queue.is_empty() && crate::platform::time::uptime_us() < deadline {
             crate::sched::timer::sleep_us(1_000);
         }
         let received = percpu::cpu(target as usize).unwrap().counters.snapshot().ipis_received;

@@ -8,7 +8,7 @@
 //! on, not inside an interrupt handler); otherwise the next interrupt exit
 //! picks it up.
 
-use crate::smp::percpu;
+use crate::arch::percpu;
 use core::marker::PhantomData;
 
 /// Proof that the current thread cannot be preempted or migrated.

@@ -9,9 +9,9 @@
 //! access.
 
 use crate::mm::{PhysAddr, mmio};
-use crate::pci::capability::id;
-use crate::pci::config::command;
-use crate::pci::{BarError, Function};
+use crate::platform::pci::capability::id;
+use crate::platform::pci::config::command;
+use crate::platform::pci::{BarError, Function};
 use vireo_virtio::{DeviceStatus, InterruptStatus, Transport};
 
 /// `cfg_type` values of the virtio capabilities (§4.1.4).

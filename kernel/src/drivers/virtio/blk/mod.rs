@@ -13,10 +13,10 @@ mod request;
 use super::hal::KernelHal;
 use super::pci::{NO_VECTOR, QueueNotifier, VirtioPci};
 use crate::arch::interrupts::{self, InterruptFrame};
+use crate::arch::percpu;
 use crate::mm::dma::DmaBuffer;
-use crate::pci::msix::MsiX;
+use crate::platform::pci::msix::MsiX;
 use crate::sched::WaitQueue;
-use crate::smp::percpu;
 use crate::sync::{IrqSpinLock, PreemptGuard};
 use alloc::boxed::Box;
 use alloc::sync::Arc;
@@ -145,7 +145,7 @@ pub fn device() -> Option<&'static BlkDevice> {
 
 impl BlkDevice {
     fn probe() -> Result<Self, &'static str> {
-        let function = crate::pci::find(0x1af4, 0x1042).next().ok_or("no device")?;
+        let function = crate::platform::pci::find(0x1af4, 0x1042).next().ok_or("no device")?;
         let mut transport = VirtioPci::new(function).map_err(|_| "unusable transport")?;
         let msix = MsiX::new(function).map_err(|_| "no MSI-X")?;
         let wanted = Features::INDIRECT_DESC
@@ -421,8 +421,9 @@ impl Pending {
         // Hybrid polling: a request usually comes back within tens of
         // microseconds, less than a sleep/wake-up round trip costs; poll
         // the queue briefly, then sleep on the completion interrupt.
-        let deadline = crate::time::rdtsc() + crate::time::tsc_hz() / 1_000_000 * POLL_US;
-        while !self.completion.is_done() && crate::time::rdtsc() < deadline {
+        let deadline =
+            crate::platform::time::rdtsc() + crate::platform::time::tsc_hz() / 1_000_000 * POLL_US;
+        while !self.completion.is_done() && crate::platform::time::rdtsc() < deadline {
             self.device.complete(self.queue_index);
             core::hint::spin_loop();
         }
@@ -453,7 +454,7 @@ fn on_completion_interrupt(frame: &mut InterruptFrame) {
     if let Some(device) = device() {
         device.complete(usize::from((frame.vector as u8).wrapping_sub(first)));
     }
-    crate::arch::apic::lapic::eoi();
+    crate::platform::apic::lapic::eoi();
 }
 
 mod tests;

@@ -169,7 +169,7 @@ pub fn device() -> Option<&'static GpuDevice> {
 
 impl GpuDevice {
     fn probe() -> Result<Self, &'static str> {
-        let function = crate::pci::find(0x1af4, 0x1050).next().ok_or("no device")?;
+        let function = crate::platform::pci::find(0x1af4, 0x1050).next().ok_or("no device")?;
         let mut transport = VirtioPci::new(function).map_err(|_| "unusable transport")?;
         let features = vireo_virtio::negotiate_features(&mut transport, Features::EVENT_IDX)
             .map_err(|_| "feature negotiation failed")?;
@@ -370,7 +370,7 @@ impl GpuDevice {
     ) -> Result<(), GpuDeviceError> {
         let count = tokens.iter().flatten().count();
         let last = count.saturating_sub(1);
-        let deadline = crate::time::uptime_us() + COMMAND_TIMEOUT_US;
+        let deadline = crate::platform::time::uptime_us() + COMMAND_TIMEOUT_US;
         let mut outstanding = count;
         let mut result = Ok(());
         while outstanding > 0 {
@@ -399,7 +399,7 @@ impl GpuDevice {
                     }
                     self.control.lock().pages.push(used.buffers);
                 }
-                Ok(None) if crate::time::uptime_us() > deadline => {
+                Ok(None) if crate::platform::time::uptime_us() > deadline => {
                     // The pages stay with the queue: the device may still
                     // write them.
                     self.is_broken.store(true, Ordering::Release);

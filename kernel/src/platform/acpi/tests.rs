@@ -3,7 +3,7 @@
 
 use super::tables::{self, SDT_HEADER_LEN, TableError};
 use super::{Source, platform};
-use crate::arch::apic::{Polarity, TriggerMode, lapic};
+use crate::platform::apic::{Polarity, TriggerMode, lapic};
 use crate::{check, check_eq, check_ok, ktest};
 use alloc::vec::Vec;
 use x86_64::instructions::port::Port;

@@ -4,7 +4,7 @@
 
 use super::TIMER;
 use super::lapic::{LVT_MASKED, LVT_TIMER, TIMER_INITIAL, cpuid_bit, read, write};
-use crate::time;
+use crate::platform::time;
 use core::sync::atomic::{AtomicU64, Ordering};
 use x86_64::registers::model_specific::Msr;
 
