@@ -32,6 +32,12 @@ use platform::{acpi, apic, hpet, pci, time};
 #[unsafe(no_mangle)]
 extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
     time::set_boot_tsc(boot_tsc);
+    // The CPU layer's only ways up (see `arch::upcalls`).
+    arch::upcalls::register(arch::upcalls::Upcalls {
+        reschedule: sched::schedule,
+        halt_other_cpus: smp::ipi::halt_others,
+        is_mapped: mm::paging::is_mapped,
+    });
     // GS first: locks (the heap's included) use the per-CPU block.
     arch::percpu::init_boot_cpu();
     arch::serial::init();
@@ -86,7 +92,9 @@ extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
         .map(|cpu| cpu.apic_id)
         .filter(|&apic_id| apic_id != bsp_apic_id)
         .collect();
-    let online = smp::init(&ap_apic_ids);
+    smp::init();
+    sched::init_boot_cpu();
+    let online = smp::start_aps(&ap_apic_ids, sched::AP_ENTRY);
     log::info!("smp: {} of {} CPUs online", online, ap_apic_ids.len() + 1);
     x86_64::instructions::interrupts::enable();
     pci::init();

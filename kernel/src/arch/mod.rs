@@ -13,6 +13,7 @@ mod rt;
 pub mod serial;
 pub mod stack_trace;
 pub mod trampoline;
+pub mod upcalls;
 
 use gdt::{CpuTables, IstStacks};
 

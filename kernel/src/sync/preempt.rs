@@ -70,7 +70,7 @@ pub(crate) fn preempt_enable() {
 fn deferred_reschedule() {
     if x86_64::instructions::interrupts::are_enabled() && percpu::irq_depth() == 0 {
         crate::count_event!(deferred_reschedules_run);
-        crate::sched::schedule();
+        crate::arch::upcalls::reschedule();
     }
 }
 

@@ -27,6 +27,20 @@ fn qemu_cpu_count() -> Option<u16> {
 }
 
 ktest!(
+    fn rsdp_has_signature_and_checksum() {
+        // The address the PVH start info handed over (`arch::boot_info`).
+        let rsdp = check_ok!(crate::arch::boot_info::get().rsdp.ok_or("no RSDP"));
+        let bytes = crate::mm::phys_to_virt(rsdp).as_ptr::<[u8; 20]>();
+        // SAFETY: the RSDP lies in firmware memory covered by the direct map.
+        let bytes = unsafe { bytes.read_unaligned() };
+        check_eq!(&bytes[..8], b"RSD PTR ");
+        let sum = bytes.iter().fold(0u8, |sum, &byte| sum.wrapping_add(byte));
+        check_eq!(sum, 0);
+        Ok(())
+    }
+);
+
+ktest!(
     fn tables_came_from_acpi() {
         check_eq!(platform().source, Source::Acpi);
         Ok(())
