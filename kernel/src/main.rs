@@ -56,6 +56,13 @@ extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
     let cmdline = info.cmdline().unwrap_or("");
     let options = Options::parse(cmdline);
     klog::init(options.log_level);
+    ktest::harness::register(ktest::Harness {
+        print: klog::print,
+        now_us: time::uptime_us,
+        preempt_count: arch::percpu::preempt_count,
+        online_cpus: || smp::online_cpus() as u32,
+        run_on_cpus: run_test_job,
+    });
     log::info!(
         "vireo {} booting: TSC {} MHz, command line {:?}",
         env!("CARGO_PKG_VERSION"),
@@ -137,6 +144,27 @@ fn panic_while_others_log() -> ! {
     }
     sched::timer::sleep_us(20_000);
     panic!("selftest: deliberate panic while other CPUs log");
+}
+
+/// The test harness's threads: `job` on each CPU of `cpus` at once, pinned
+/// there; waits for every thread it started.
+fn run_test_job(cpus: &[u32], job: ktest::harness::CpuJob) -> Result<(), u32> {
+    let mut started = alloc::vec::Vec::with_capacity(cpus.len());
+    let mut result = Ok(());
+    for &cpu in cpus {
+        let job = job.clone();
+        match sched::spawn("ktest-cpu", sched::Placement::Pinned(cpu), move || job(cpu)) {
+            Ok(handle) => started.push(handle),
+            Err(_) => {
+                result = Err(cpu);
+                break;
+            }
+        }
+    }
+    for handle in started {
+        handle.join();
+    }
+    result
 }
 
 fn report_cmdline_problems(info: &BootInfo, options: &Options) {

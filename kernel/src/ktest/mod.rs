@@ -10,11 +10,18 @@
 //! A test fails by returning `Err` (see `check!`); a panic ends the boot, and
 //! the runner restarts the kernel with `ktest.after=<crashed test>`: tests
 //! run in name order, so the next boot resumes just past the crash.
+//!
+//! This is the bottom layer: it imports nothing from the kernel. What it
+//! needs (console, clock, threads on other CPUs) is registered at boot, see
+//! [`harness`].
+
+pub mod harness;
 
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::panic::Location;
 use core::sync::atomic::{AtomicPtr, Ordering};
+pub use harness::{Harness, on_cpu, on_each_cpu, on_each_cpu_in_turn};
 
 /// One registered test.
 #[repr(C)]
@@ -210,7 +217,7 @@ impl TestContext {
     fn capture() -> Self {
         Self {
             interrupts_on: x86_64::instructions::interrupts::are_enabled(),
-            preempt_count: crate::arch::percpu::preempt_count(),
+            preempt_count: harness::preempt_count(),
         }
     }
 
@@ -255,30 +262,30 @@ pub fn run(selection: Selection) -> Summary {
     let tests = all_tests();
     let selected = selection.apply(&tests);
     let mut summary = Summary { skipped: tests.len() - selected.len(), ..Summary::default() };
-    crate::kprintln!("ktest: running {} of {} tests", selected.len(), tests.len());
+    harness::print(format_args!("ktest: running {} of {} tests\n", selected.len(), tests.len()));
     for test in selected {
         let full_name = test.full_name();
-        crate::kprint!("test {} ... ", full_name);
+        harness::print(format_args!("test {} ... ", full_name));
         CURRENT_TEST.store(core::ptr::from_ref(test).cast_mut(), Ordering::Relaxed);
         let context = TestContext::capture();
-        let start = crate::platform::time::rdtsc();
+        let start_us = harness::now_us();
         let result = (test.run)();
-        let elapsed_us = crate::platform::time::ticks_to_us(crate::platform::time::rdtsc() - start);
+        let elapsed_us = harness::now_us() - start_us;
         let result = result.and(context.check_restored());
         CURRENT_TEST.store(core::ptr::null_mut(), Ordering::Relaxed);
         match result {
             Ok(()) => {
                 summary.passed += 1;
-                crate::kprintln!("ok ({} us)", elapsed_us);
+                harness::print(format_args!("ok ({} us)\n", elapsed_us));
             }
             Err(failure) => {
                 summary.failed += 1;
-                crate::kprintln!("FAILED ({} us)", elapsed_us);
-                crate::kprintln!("    {} at {}", failure.message, failure.location);
+                harness::print(format_args!("FAILED ({} us)\n", elapsed_us));
+                harness::print(format_args!("    {} at {}\n", failure.message, failure.location));
             }
         }
     }
-    crate::kprintln!("ktest: {} passed, {} failed", summary.passed, summary.failed);
+    harness::print(format_args!("ktest: {} passed, {} failed\n", summary.passed, summary.failed));
     summary
 }
 
