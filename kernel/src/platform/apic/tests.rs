@@ -66,7 +66,7 @@ fn interrupts_after_n(
 /// Runs a test that programs the local APIC timer, which the scheduler
 /// otherwise owns (its tick would re-arm the timer in the middle).
 fn with_timer<R>(f: impl FnOnce() -> R) -> R {
-    crate::sched::timer::with_local_timer_lent(|| {
+    timer::with_timer_lent(|| {
         let result = f();
         lapic::stop_timer();
         result
