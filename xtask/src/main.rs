@@ -3,12 +3,15 @@
 //! This file is only the command-line surface; see `cmds.rs` for the
 //! interactive subcommands, `test_cmd.rs` for `test`, `qemu.rs` for the
 //! machine, `ktest.rs`/`serial.rs` for the in-kernel test protocol and
-//! `host.rs` for host tests, `bench.rs` for comparing with the Linux peer.
+//! `host.rs` for host tests, `bench.rs` for comparing with the Linux peer,
+//! `layers.rs` for the check that the kernel imports only lower layers.
 
 mod bench;
 mod cmds;
 mod host;
 mod ktest;
+#[cfg(test)]
+mod layers;
 mod qemu;
 mod selftest;
 mod serial;
