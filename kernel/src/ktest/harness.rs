@@ -65,6 +65,7 @@ fn run(cpus: &[u32], job: CpuJob, location: &'static Location<'static>) -> TestR
     (harness().run_on_cpus)(cpus, job).map_err(|cpu| TestFailure {
         message: alloc::format!("no test thread could start on CPU {cpu}"),
         location,
+        verdict: super::Verdict::Failed,
     })
 }
 

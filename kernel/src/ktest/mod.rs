@@ -48,21 +48,45 @@ impl KTest {
     }
 }
 
-/// Why a test failed, and where.
+/// Why a test did not pass, and where.
 #[derive(Debug)]
 pub struct TestFailure {
-    /// What went wrong.
+    /// What went wrong, or what was missing.
     pub message: String,
-    /// The failing check.
+    /// The failing check (or the skip).
     pub location: &'static Location<'static>,
+    /// A failure, or a skip.
+    pub verdict: Verdict,
+}
+
+/// How a test that did not pass ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A check failed.
+    Failed,
+    /// What it tests is absent (a device, a feature, a second CPU): it did
+    /// not run, and says why.
+    Skipped,
 }
 
 impl TestFailure {
     /// A failure at the caller's location.
     #[track_caller]
     pub fn new(message: String) -> Self {
-        Self { message, location: Location::caller() }
+        Self { message, location: Location::caller(), verdict: Verdict::Failed }
     }
+}
+
+/// Ends a test that cannot run here, saying why: `return ktest::skip("no
+/// virtio-rng-pci device")`. Printed as `ok (N us) skipped: <why>` (the
+/// runner's protocol has no skip verdict yet) and counted in the summary.
+#[track_caller]
+pub fn skip(why: &str) -> TestResult {
+    Err(TestFailure {
+        message: why.into(),
+        location: Location::caller(),
+        verdict: Verdict::Skipped,
+    })
 }
 
 /// The result every test returns.
@@ -255,6 +279,8 @@ pub struct Summary {
     pub failed: usize,
     /// Tests not selected.
     pub skipped: usize,
+    /// Of the passed, those that skipped themselves ([`skip`]).
+    pub unavailable: usize,
 }
 
 /// Runs the selected tests, printing the protocol lines.
@@ -271,12 +297,22 @@ pub fn run(selection: Selection) -> Summary {
         let start_us = harness::now_us();
         let result = (test.run)();
         let elapsed_us = harness::now_us() - start_us;
-        let result = result.and(context.check_restored());
+        let result = match result {
+            Err(skip) if skip.verdict == Verdict::Skipped => {
+                context.check_restored().and(Err(skip))
+            }
+            result => result.and(context.check_restored()),
+        };
         CURRENT_TEST.store(core::ptr::null_mut(), Ordering::Relaxed);
         match result {
             Ok(()) => {
                 summary.passed += 1;
                 harness::print(format_args!("ok ({} us)\n", elapsed_us));
+            }
+            Err(skip) if skip.verdict == Verdict::Skipped => {
+                summary.passed += 1;
+                summary.unavailable += 1;
+                harness::print(format_args!("ok ({} us) skipped: {}\n", elapsed_us, skip.message));
             }
             Err(failure) => {
                 summary.failed += 1;
@@ -285,7 +321,10 @@ pub fn run(selection: Selection) -> Summary {
             }
         }
     }
-    harness::print(format_args!("ktest: {} passed, {} failed\n", summary.passed, summary.failed));
+    harness::print(format_args!(
+        "ktest: {} passed, {} failed ({} of the passed skipped)\n",
+        summary.passed, summary.failed, summary.unavailable
+    ));
     summary
 }
 
