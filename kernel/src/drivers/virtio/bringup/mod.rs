@@ -134,8 +134,6 @@ pub enum BringUpError {
     ConfigUnstable,
     /// The configuration is one the driver cannot use.
     BadConfig(&'static str),
-    /// A queue needs an interrupt but the function has no usable MSI-X.
-    NoMsix,
     /// A queue needs an interrupt but the driver gave no handler.
     NoInterruptHandler,
     /// No run of free interrupt vectors for the queues.
@@ -265,26 +263,32 @@ impl<T: PciTransport> VirtioDevice<T> {
             return Err(BringUpError::MissingFeatures(missing));
         }
         let config = config::read::<D::Config>(self.transport.get_mut(), features)?;
-        self.msix = MsiX::new(function).ok();
         let limits = QueueLimits {
             device_queues: self.transport.get_mut().num_queues(),
-            msix_queue_vectors: self.msix.as_ref().map_or(0, |msix| msix.table_size() - 1),
+            msix_queue_vectors: MsiX::table_size_of(function).map_or(0, |size| size - 1),
             online_cpus: crate::smp::online_cpus() as u32,
         };
         let plan = D::queues(&config, features, &limits);
         let interrupting =
             plan.iter().filter(|spec| spec.interrupt != QueueInterrupt::Polled).count();
-        if interrupting > 0 {
-            self.allocate_vectors(interrupting, D::ON_INTERRUPT)?;
-        }
-        let mut next_vector = 0u8;
+        let routing = match interrupting {
+            0 => None,
+            count => {
+                let run = self.allocate_vectors(count, D::ON_INTERRUPT)?;
+                // Mapped only when needed: polled devices never pay for it.
+                let msix = MsiX::new(function).map_err(BringUpError::Msix)?;
+                Some(Routing { msix: self.msix.insert(msix), run })
+            }
+        };
+        let mut next_entry = 0u8;
         for spec in &plan {
-            let vector = match spec.interrupt {
-                QueueInterrupt::Polled => None,
-                QueueInterrupt::OnCpu(cpu) => {
-                    next_vector += 1;
-                    Some(self.route_queue(spec.index, next_vector, cpu)?)
+            let vector = match (spec.interrupt, &routing) {
+                (QueueInterrupt::OnCpu(cpu), Some(routing)) => {
+                    next_entry += 1;
+                    let transport = self.transport.get_mut();
+                    Some(routing.route_queue(transport, spec.index, next_entry, cpu)?)
                 }
+                _ => None,
             };
             let notifier = self
                 .transport
@@ -297,17 +301,14 @@ impl<T: PciTransport> VirtioDevice<T> {
                 features,
                 indirect_max: spec.indirect_max,
             };
-            let ring = SplitQueue::new(&KernelHal, self.transport.get_mut(), ring_config)
+            let mut ring = SplitQueue::new(&KernelHal, self.transport.get_mut(), ring_config)
                 .map_err(|error| BringUpError::Queue { index: spec.index, error })?;
+            let quiet = if vector.is_none() { ring.disable_interrupts() } else { Ok(()) };
             queues.push(Queue { ring, notifier, vector });
-            if vector.is_none() {
-                let ring = &mut queues.last_mut().expect("just pushed").ring;
-                ring.disable_interrupts()
-                    .map_err(|error| BringUpError::Queue { index: spec.index, error })?;
-            }
+            quiet.map_err(|error| BringUpError::Queue { index: spec.index, error })?;
         }
-        if let Some(msix) = self.msix.as_ref().filter(|_| interrupting > 0) {
-            msix.enable().map_err(BringUpError::Msix)?;
+        if let Some(routing) = routing {
+            routing.msix.enable().map_err(BringUpError::Msix)?;
         }
         let status = self.transport.get_mut().status();
         self.transport.get_mut().set_status(status | DeviceStatus::DRIVER_OK);
@@ -320,36 +321,45 @@ impl<T: PciTransport> VirtioDevice<T> {
         &mut self,
         count: usize,
         handler: Option<IrqHandler>,
-    ) -> Result<(), BringUpError> {
-        if self.msix.is_none() {
-            return Err(BringUpError::NoMsix);
-        }
+    ) -> Result<VectorRun, BringUpError> {
         let handler = handler.ok_or(BringUpError::NoInterruptHandler)?;
         let count =
             u8::try_from(count).map_err(|_| BringUpError::Vectors(IrqError::NoFreeVectors))?;
         let first =
             interrupts::allocate_irq_vectors(count, handler).map_err(BringUpError::Vectors)?;
-        self.vectors = Some(VectorRun { first, count });
+        let run = VectorRun { first, count };
+        self.vectors = Some(run);
         if !self.transport.get_mut().set_config_msix_vector(NO_VECTOR) {
             return Err(BringUpError::VectorRefused { queue: None });
         }
-        Ok(())
+        Ok(run)
     }
+}
 
+/// A device's MSI-X table and the vectors its queues interrupt on.
+struct Routing<'a> {
+    msix: &'a MsiX,
+    run: VectorRun,
+}
+
+impl Routing<'_> {
     /// Routes MSI-X entry `entry` (the `entry`-th interrupting queue) to
     /// `cpu` and gives it to queue `index`; returns the entry's vector.
-    fn route_queue(&mut self, index: u16, entry: u8, cpu: u32) -> Result<u8, BringUpError> {
-        let (Some(msix), Some(run)) = (&self.msix, self.vectors) else {
-            return Err(BringUpError::NoMsix);
-        };
+    fn route_queue(
+        &self,
+        transport: &mut impl PciTransport,
+        index: u16,
+        entry: u8,
+        cpu: u32,
+    ) -> Result<u8, BringUpError> {
         let apic_id = percpu::cpu(cpu as usize)
             .filter(|_| (cpu as usize) < crate::smp::online_cpus())
             .ok_or(BringUpError::NoSuchCpu(cpu))?
             .apic_id
             .load(Ordering::Relaxed);
-        let vector = run.first + (entry - 1);
-        msix.route(u16::from(entry), vector, apic_id).map_err(BringUpError::Msix)?;
-        if !self.transport.get_mut().set_queue_msix_vector(index, u16::from(entry)) {
+        let vector = self.run.first + (entry - 1);
+        self.msix.route(u16::from(entry), vector, apic_id).map_err(BringUpError::Msix)?;
+        if !transport.set_queue_msix_vector(index, u16::from(entry)) {
             return Err(BringUpError::VectorRefused { queue: Some(index) });
         }
         Ok(vector)
