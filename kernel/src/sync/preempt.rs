@@ -66,7 +66,11 @@ pub(crate) fn preempt_enable() {
     }
 }
 
+// Out of line, so the unlock fast path of every spinlock stays a few
+// instructions (inlined, the upcall's indirect call would cost each one a
+// stack frame).
 #[cold]
+#[inline(never)]
 fn deferred_reschedule() {
     if x86_64::instructions::interrupts::are_enabled() && percpu::irq_depth() == 0 {
         crate::count_event!(deferred_reschedules_run);
