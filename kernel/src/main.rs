@@ -9,34 +9,37 @@
 
 extern crate alloc;
 
-mod acpi;
 mod arch;
 mod bench;
-mod boot_info;
 mod cmdline;
 mod drivers;
 mod klog;
 mod ktest;
 mod mm;
-mod pci;
-mod rt;
+mod platform;
 mod sched;
 mod shell;
 mod smp;
 mod sync;
-mod time;
 
+use arch::boot_info::{self, BootInfo};
 use arch::qemu_exit::{ExitCode, exit_qemu};
 use arch::serial::RawSerial;
-use boot_info::BootInfo;
 use cmdline::{Mode, Options, Problem};
 use core::fmt::Write;
+use platform::{acpi, apic, hpet, pci, time};
 
 #[unsafe(no_mangle)]
 extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
     time::set_boot_tsc(boot_tsc);
+    // The CPU layer's only ways up (see `arch::upcalls`).
+    arch::upcalls::register(arch::upcalls::Upcalls {
+        reschedule: sched::schedule,
+        halt_other_cpus: smp::ipi::halt_others,
+        is_mapped: mm::paging::is_mapped,
+    });
     // GS first: locks (the heap's included) use the per-CPU block.
-    smp::percpu::init_boot_cpu();
+    arch::percpu::init_boot_cpu();
     arch::serial::init();
     arch::init_boot_cpu();
     let tsc_hz = time::calibrate_tsc_roughly();
@@ -53,6 +56,13 @@ extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
     let cmdline = info.cmdline().unwrap_or("");
     let options = Options::parse(cmdline);
     klog::init(options.log_level);
+    ktest::harness::register(ktest::Harness {
+        print: klog::print,
+        now_us: time::uptime_us,
+        preempt_count: arch::percpu::preempt_count,
+        online_cpus: || smp::online_cpus() as u32,
+        run_on_cpus: run_test_job,
+    });
     log::info!(
         "vireo {} booting: TSC {} MHz, command line {:?}",
         env!("CARGO_PKG_VERSION"),
@@ -66,7 +76,7 @@ extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
     log::info!("memory: {} MiB usable, {} MiB free", frames.usable >> 8, frames.free >> 8);
 
     let platform = acpi::init();
-    match arch::hpet::init() {
+    match hpet::init() {
         Ok(hpet) => {
             // The HPET is read directly: no polling window to overshoot, and
             // the local APIC timer is calibrated from the TSC next.
@@ -82,14 +92,16 @@ extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
             log::info!("time: no HPET ({error:?}); TSC {} kHz by PIT", pit_hz / 1000);
         }
     }
-    arch::apic::init_bsp();
-    let bsp_apic_id = arch::apic::lapic::id();
+    apic::init_bsp();
+    let bsp_apic_id = apic::lapic::id();
     let ap_apic_ids: alloc::vec::Vec<u32> = platform
         .usable_cpus()
         .map(|cpu| cpu.apic_id)
         .filter(|&apic_id| apic_id != bsp_apic_id)
         .collect();
-    let online = smp::init(&ap_apic_ids);
+    smp::init();
+    sched::init_boot_cpu();
+    let online = smp::start_aps(&ap_apic_ids, sched::AP_ENTRY);
     log::info!("smp: {} of {} CPUs online", online, ap_apic_ids.len() + 1);
     x86_64::instructions::interrupts::enable();
     pci::init();
@@ -132,6 +144,27 @@ fn panic_while_others_log() -> ! {
     }
     sched::timer::sleep_us(20_000);
     panic!("selftest: deliberate panic while other CPUs log");
+}
+
+/// The test harness's threads: `job` on each CPU of `cpus` at once, pinned
+/// there; waits for every thread it started.
+fn run_test_job(cpus: &[u32], job: ktest::harness::CpuJob) -> Result<(), u32> {
+    let mut started = alloc::vec::Vec::with_capacity(cpus.len());
+    let mut result = Ok(());
+    for &cpu in cpus {
+        let job = job.clone();
+        match sched::spawn("ktest-cpu", sched::Placement::Pinned(cpu), move || job(cpu)) {
+            Ok(handle) => started.push(handle),
+            Err(_) => {
+                result = Err(cpu);
+                break;
+            }
+        }
+    }
+    for handle in started {
+        handle.join();
+    }
+    result
 }
 
 fn report_cmdline_problems(info: &BootInfo, options: &Options) {

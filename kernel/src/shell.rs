@@ -239,7 +239,7 @@ fn show_log(level: Option<&str>) {
 }
 
 fn uptime() {
-    let us = crate::time::uptime_us();
+    let us = crate::platform::time::uptime_us();
     kprintln!("up {}.{:06} s", us / 1_000_000, us % 1_000_000);
 }
 
@@ -257,7 +257,7 @@ fn cpus() {
         "halts",
         "queued",
     ];
-    let rows: Vec<Vec<String>> = crate::smp::percpu::all_cpus()
+    let rows: Vec<Vec<String>> = crate::arch::percpu::all_cpus()
         .map(|cpu| {
             let counters = cpu.counters.snapshot();
             [
@@ -282,7 +282,7 @@ fn cpus() {
 }
 
 fn pci() {
-    let rows: Vec<Vec<String>> = crate::pci::functions()
+    let rows: Vec<Vec<String>> = crate::platform::pci::functions()
         .iter()
         .map(|function| {
             let (class, subclass, interface) = function.class;
@@ -354,7 +354,7 @@ fn virtio() {
 }
 
 fn cmdline() {
-    kprintln!("{:?}", crate::boot_info::get().cmdline().unwrap_or("<not UTF-8>"));
+    kprintln!("{:?}", crate::arch::boot_info::get().cmdline().unwrap_or("<not UTF-8>"));
 }
 
 /// Names of the tests whose full name contains `filter`; says so when none

@@ -4,8 +4,9 @@
 //! `debug` and `boot-log`, `test_cmd.rs` for `test`, `cmds.rs` for the
 //! shared context and `bench`, `qemu.rs` for the machine, `process.rs` and
 //! `exit.rs` for running QEMU and judging how it ended, `ktest/`/`serial.rs`
-//! for the in-kernel test protocol, `host.rs` for host tests and `bench.rs`
-//! for comparing with the Linux peer.
+//! for the in-kernel test protocol, `host.rs` for host tests, `bench.rs`
+//! for comparing with the Linux peer and `layers.rs` for the check that the
+//! kernel imports only lower layers.
 
 mod bench;
 mod boot;
@@ -15,6 +16,8 @@ mod exit;
 mod fake_qemu;
 mod host;
 mod ktest;
+#[cfg(test)]
+mod layers;
 mod process;
 mod progress;
 mod qemu;
@@ -34,7 +37,7 @@ use crate::exit::{Code, Failure};
 use crate::qemu::AccelChoice;
 
 /// Most vCPUs a boot may have: the kernel's `MAX_CPUS`
-/// (kernel/src/smp/percpu.rs).
+/// (kernel/src/arch/percpu.rs).
 pub const MAX_SMP: i64 = 64;
 
 const EXIT_STATUS: &str = "\

@@ -5,8 +5,8 @@
 //! All subcommands go through [`Qemu::command`] (or [`Qemu::command_with`])
 //! so that `run`, `test`, `boot-log`, `debug` and `bench` always boot the
 //! *same* machine; a bug that only shows up under `test` must be reproducible
-//! with `run`. The one deliberate difference, memory and disk for `bench`, is
-//! spelled out in [`DeviceSet`].
+//! with `run`. The one deliberate difference, memory and disk for `bench` (and
+//! no spare virtio-rng), is spelled out in [`DeviceSet`].
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -91,8 +91,9 @@ pub fn decide_accel(kvm_usable: bool, cpuinfo: &str) -> (Accel, String) {
     }
 }
 
-/// Memory and block device of a machine: the only part of the device set
-/// that differs between subcommands.
+/// Memory and block device of a machine, and whether it has the spare
+/// virtio-rng: the only part of the device set that differs between
+/// subcommands.
 ///
 /// `bench` must boot what the Linux peer (`../shared/peers/linux-guest`)
 /// boots, or "vireo vs Linux" ratios would compare disks rather than
@@ -100,8 +101,8 @@ pub fn decide_accel(kvm_usable: bool, cpuinfo: &str) -> (Accel, String) {
 /// survives between boots and can be inspected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceSet {
-    /// `run`, `test`, `boot-log`, `debug`: 512 MiB and the raw scratch image
-    /// ([`Qemu::disk`]).
+    /// `run`, `test`, `boot-log`, `debug`: 512 MiB, the raw scratch image
+    /// ([`Qemu::disk`]) and a `virtio-rng-pci` that no driver owns.
     Standard,
     /// `bench`: 1 GiB and a 1 GiB `null-co` disk that reads zeroes, exactly
     /// the peer's flags. No host file I/O, so the numbers measure the guest
@@ -202,6 +203,13 @@ impl Qemu {
         a.push("virtio-blk-pci,drive=d0,disable-legacy=on".into());
         a.push("-device".into());
         a.push("virtio-gpu-pci".into());
+        // A virtio device no driver owns, for the kernel's bring-up failure
+        // tests (drivers::virtio::bringup), with MSI-X entries for two queues
+        // so one can be live when the other fails; bench keeps the peer's
+        // machine.
+        if set == DeviceSet::Standard {
+            a.extend(["-device".into(), "virtio-rng-pci,disable-legacy=on,vectors=3".into()]);
+        }
         a.push("-accel".into());
         a.push(self.accel.arg().into());
         a.extend(self.extra_args.iter().cloned());
@@ -285,7 +293,7 @@ mod tests {
              -kernel target/release/vireo -append ktest ktest.skip=a::b \
              -drive file=target/vireo-disk.img,if=none,id=d0,format=raw \
              -device virtio-blk-pci,drive=d0,disable-legacy=on -device virtio-gpu-pci \
-             -accel tcg,thread=multi"
+             -device virtio-rng-pci,disable-legacy=on,vectors=3 -accel tcg,thread=multi"
         );
         let interactive = q.args_with(DeviceSet::Standard, "", Serial::MonStdio);
         assert!(interactive.contains(&"mon:stdio".to_string()));

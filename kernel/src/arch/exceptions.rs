@@ -57,7 +57,7 @@ pub fn begin_fatal_report() -> bool {
     if REPORTING.swap(true, Ordering::AcqRel) {
         return false;
     }
-    crate::smp::ipi::halt_others();
+    super::upcalls::halt_other_cpus();
     true
 }
 

@@ -13,7 +13,7 @@
 //! (`fxsave64`) before calling Rust, because interrupted code may be in the
 //! middle of using any of them.
 
-use crate::smp::percpu;
+use crate::arch::percpu;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// Saved state of the interrupted code, as the entry stubs lay it out.
@@ -301,8 +301,13 @@ extern "C" fn vireo_interrupt_dispatch(frame: &mut InterruptFrame) {
     }
     // Preempt only on the way out of the outermost handler: the frame is on
     // the interrupted thread's own stack (the moving entry path), so
-    // switching threads here is a normal switch of that thread.
+    // switching threads here is a normal switch of that thread. With
+    // preemption disabled, the last `PreemptGuard` reschedules instead.
     if percpu::irq_exit() && percpu::need_resched() {
-        crate::sched::preempt_from_interrupt();
+        if percpu::preempt_count() == 0 {
+            super::upcalls::reschedule();
+        } else {
+            crate::count_event!(preemptions_deferred);
+        }
     }
 }

@@ -1,18 +1,19 @@
 //! x86_64-specific code: boot, CPU tables, interrupts, devices on I/O ports.
 
-pub mod apic;
 mod boot;
+pub mod boot_info;
 pub mod exceptions;
 pub mod fixup;
 pub mod gdt;
-pub mod hpet;
 pub mod interrupts;
 mod long_mode;
-pub mod pic;
+pub mod percpu;
 pub mod qemu_exit;
+mod rt;
 pub mod serial;
 pub mod stack_trace;
 pub mod trampoline;
+pub mod upcalls;
 
 use gdt::{CpuTables, IstStacks};
 

@@ -32,7 +32,7 @@ pub fn print_from(out: &mut impl Write, rip: u64, rsp: u64) {
     for slot in 0..SCAN_WORDS {
         let address = rsp.wrapping_add(slot * 8) & !7;
         // Stop at the first unmapped word: the end of this stack.
-        if !crate::mm::paging::is_mapped(address) {
+        if !super::upcalls::is_mapped(address) {
             break;
         }
         // SAFETY: the page is mapped (checked just above) and the read is

@@ -8,8 +8,6 @@
 //! It then jumps to the 64-bit entry with the stack and argument the boot
 //! CPU wrote into the trampoline's parameter block.
 
-use crate::mm::{PhysAddr, phys_to_virt};
-
 /// Where the trampoline runs: page 8, i.e. STARTUP vector 0x08.
 pub const TRAMPOLINE_PHYS: u64 = 0x8000;
 
@@ -101,20 +99,20 @@ pub struct TrampolineParams {
     pub argument: u64,
 }
 
-/// Copies the trampoline to `TRAMPOLINE_PHYS` and fills in its parameters.
+/// Copies the trampoline to `TRAMPOLINE_PHYS`, through `target`, and fills
+/// in its parameters.
 ///
 /// # Safety
-/// No AP may be executing the trampoline, and the page at `TRAMPOLINE_PHYS`
+/// `target` must be a writable, page-aligned mapping of the page at
+/// `TRAMPOLINE_PHYS`; no AP may be executing the trampoline, and that page
 /// must be reserved for it (the frame allocator never hands out memory
 /// below 1 MiB).
-pub unsafe fn install(params: &TrampolineParams) {
+pub unsafe fn install(target: *mut u8, params: &TrampolineParams) {
     let start = &raw const vireo_trampoline_start;
     let len = &raw const vireo_trampoline_end as usize - start as usize;
     let params_offset = &raw const vireo_trampoline_params as usize - start as usize;
-    let target = phys_to_virt(PhysAddr::new(TRAMPOLINE_PHYS)).as_mut_ptr::<u8>();
-    // SAFETY: the caller reserves the page; the direct map covers the first
-    // MiB; the code is under one page (checked), the parameter block is
-    // 8-byte aligned inside it.
+    // SAFETY: the caller maps and reserves the page; the code is under one
+    // page (checked), the parameter block is 8-byte aligned inside it.
     unsafe {
         assert!(len <= 4096, "trampoline larger than a page");
         core::ptr::copy_nonoverlapping(start, target, len);

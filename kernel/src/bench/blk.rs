@@ -5,7 +5,7 @@
 
 use crate::drivers::virtio::blk::{self, BlkDevice, Operation, Pending, SECTOR_BYTES};
 use crate::mm::dma::DmaBuffer;
-use crate::time;
+use crate::platform::time;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 

@@ -4,7 +4,7 @@
 
 use crate::drivers::virtio::gpu::protocol::Rect;
 use crate::drivers::virtio::gpu::{self, Framebuffer};
-use crate::time;
+use crate::platform::time;
 
 const RUN_US: u64 = 1_000_000;
 

@@ -8,7 +8,7 @@ mod blk;
 mod gpu;
 mod sched;
 
-use crate::time;
+use crate::platform::time;
 
 /// Summary statistics of latency samples, in nanoseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +71,7 @@ pub fn run_all() {
     sched::cross_cpu_wakeup();
     blk::all();
     gpu::all();
-    for cpu in crate::smp::percpu::all_cpus() {
+    for cpu in crate::arch::percpu::all_cpus() {
         crate::kprintln!("bench: cpu{} {:?}", cpu.cpu_id, cpu.counters.snapshot());
     }
 }
@@ -82,7 +82,7 @@ mod tests {
 
     ktest!(
         fn stats_pick_median_and_p99() {
-            let hz = crate::time::tsc_hz();
+            let hz = crate::platform::time::tsc_hz();
             // 100 samples of 1..=100 microseconds, shuffled.
             let mut samples: alloc::vec::Vec<u64> =
                 (1..=100u64).map(|us| (us * 37 % 101) * hz / 1_000_000).collect();

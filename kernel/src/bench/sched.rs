@@ -1,10 +1,10 @@
 //! Scheduler and IPI benchmarks.
 
 use super::report;
+use crate::platform::time::rdtsc;
 use crate::sched::timer::sleep_us;
 use crate::sched::{Placement, WaitQueue, spawn, yield_now};
 use crate::smp::{ipi, online_cpus};
-use crate::time::rdtsc;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

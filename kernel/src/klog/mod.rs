@@ -120,7 +120,7 @@ impl log::Log for KernelLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let us = crate::time::uptime_us();
+        let us = crate::platform::time::uptime_us();
         // `record_level` parses this format back.
         with_console(|console| {
             let _ = writeln!(

@@ -10,11 +10,18 @@
 //! A test fails by returning `Err` (see `check!`); a panic ends the boot, and
 //! the runner restarts the kernel with `ktest.after=<crashed test>`: tests
 //! run in name order, so the next boot resumes just past the crash.
+//!
+//! This is the bottom layer: it imports nothing from the kernel. What it
+//! needs (console, clock, threads on other CPUs) is registered at boot, see
+//! [`harness`].
+
+pub mod harness;
 
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::panic::Location;
 use core::sync::atomic::{AtomicPtr, Ordering};
+pub use harness::{Harness, on_cpu, on_each_cpu, on_each_cpu_in_turn};
 
 /// One registered test.
 #[repr(C)]
@@ -41,21 +48,45 @@ impl KTest {
     }
 }
 
-/// Why a test failed, and where.
+/// Why a test did not pass, and where.
 #[derive(Debug)]
 pub struct TestFailure {
-    /// What went wrong.
+    /// What went wrong, or what was missing.
     pub message: String,
-    /// The failing check.
+    /// The failing check (or the skip).
     pub location: &'static Location<'static>,
+    /// A failure, or a skip.
+    pub verdict: Verdict,
+}
+
+/// How a test that did not pass ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A check failed.
+    Failed,
+    /// What it tests is absent (a device, a feature, a second CPU): it did
+    /// not run, and says why.
+    Skipped,
 }
 
 impl TestFailure {
     /// A failure at the caller's location.
     #[track_caller]
     pub fn new(message: String) -> Self {
-        Self { message, location: Location::caller() }
+        Self { message, location: Location::caller(), verdict: Verdict::Failed }
     }
+}
+
+/// Ends a test that cannot run here, saying why: `return ktest::skip("no
+/// virtio-rng-pci device")`. Printed as `ok (N us) skipped: <why>` (the
+/// runner's protocol has no skip verdict yet) and counted in the summary.
+#[track_caller]
+pub fn skip(why: &str) -> TestResult {
+    Err(TestFailure {
+        message: why.into(),
+        location: Location::caller(),
+        verdict: Verdict::Skipped,
+    })
 }
 
 /// The result every test returns.
@@ -210,7 +241,7 @@ impl TestContext {
     fn capture() -> Self {
         Self {
             interrupts_on: x86_64::instructions::interrupts::are_enabled(),
-            preempt_count: crate::smp::percpu::preempt_count(),
+            preempt_count: harness::preempt_count(),
         }
     }
 
@@ -248,6 +279,8 @@ pub struct Summary {
     pub failed: usize,
     /// Tests not selected.
     pub skipped: usize,
+    /// Of the passed, those that skipped themselves ([`skip`]).
+    pub unavailable: usize,
 }
 
 /// Runs the selected tests, printing the protocol lines.
@@ -255,30 +288,43 @@ pub fn run(selection: Selection) -> Summary {
     let tests = all_tests();
     let selected = selection.apply(&tests);
     let mut summary = Summary { skipped: tests.len() - selected.len(), ..Summary::default() };
-    crate::kprintln!("ktest: running {} of {} tests", selected.len(), tests.len());
+    harness::print(format_args!("ktest: running {} of {} tests\n", selected.len(), tests.len()));
     for test in selected {
         let full_name = test.full_name();
-        crate::kprint!("test {} ... ", full_name);
+        harness::print(format_args!("test {} ... ", full_name));
         CURRENT_TEST.store(core::ptr::from_ref(test).cast_mut(), Ordering::Relaxed);
         let context = TestContext::capture();
-        let start = crate::time::rdtsc();
+        let start_us = harness::now_us();
         let result = (test.run)();
-        let elapsed_us = crate::time::ticks_to_us(crate::time::rdtsc() - start);
-        let result = result.and(context.check_restored());
+        let elapsed_us = harness::now_us() - start_us;
+        let result = match result {
+            Err(skip) if skip.verdict == Verdict::Skipped => {
+                context.check_restored().and(Err(skip))
+            }
+            result => result.and(context.check_restored()),
+        };
         CURRENT_TEST.store(core::ptr::null_mut(), Ordering::Relaxed);
         match result {
             Ok(()) => {
                 summary.passed += 1;
-                crate::kprintln!("ok ({} us)", elapsed_us);
+                harness::print(format_args!("ok ({} us)\n", elapsed_us));
+            }
+            Err(skip) if skip.verdict == Verdict::Skipped => {
+                summary.passed += 1;
+                summary.unavailable += 1;
+                harness::print(format_args!("ok ({} us) skipped: {}\n", elapsed_us, skip.message));
             }
             Err(failure) => {
                 summary.failed += 1;
-                crate::kprintln!("FAILED ({} us)", elapsed_us);
-                crate::kprintln!("    {} at {}", failure.message, failure.location);
+                harness::print(format_args!("FAILED ({} us)\n", elapsed_us));
+                harness::print(format_args!("    {} at {}\n", failure.message, failure.location));
             }
         }
     }
-    crate::kprintln!("ktest: {} passed, {} failed", summary.passed, summary.failed);
+    harness::print(format_args!(
+        "ktest: {} passed, {} failed ({} of the passed skipped)\n",
+        summary.passed, summary.failed, summary.unavailable
+    ));
     summary
 }
 

@@ -8,7 +8,7 @@
 //! panics.
 
 use super::{OutOfMemory, PAGE_SIZE, PhysAddr, phys_to_virt};
-use crate::boot_info::BootInfo;
+use crate::arch::boot_info::BootInfo;
 
 const LOW_MEMORY_END: u64 = 1 << 20;
 
@@ -210,7 +210,7 @@ mod tests {
             let frame = check_ok!(alloc());
             check!(frame.is_aligned(PAGE_SIZE));
             check!(frame.as_u64() >= LOW_MEMORY_END, "frame {:?} below 1 MiB", frame);
-            let in_ram = crate::boot_info::get()
+            let in_ram = crate::arch::boot_info::get()
                 .ram_regions()
                 .any(|region| region.start <= frame && frame + PAGE_SIZE <= region.end());
             free(frame, 1);

@@ -14,7 +14,7 @@ pub mod mmio;
 pub mod paging;
 pub mod vmap;
 
-use crate::boot_info::BootInfo;
+use crate::arch::boot_info::BootInfo;
 pub use x86_64::{PhysAddr, VirtAddr};
 
 /// Bytes per small page / frame.

@@ -12,7 +12,7 @@
 //! CPUs are shot down by the SMP layer).
 
 use super::{HHDM_BASE, OutOfMemory, PAGE_SIZE, PhysAddr, VirtAddr, frame, phys_to_virt};
-use crate::boot_info::{BootInfo, RegionKind};
+use crate::arch::boot_info::{BootInfo, RegionKind};
 use x86_64::registers::control::Cr3;
 use x86_64::structures::paging::mapper::{MapToError, TranslateResult, UnmapError};
 use x86_64::structures::paging::{
@@ -317,7 +317,7 @@ mod tests {
 
     ktest!(
         fn direct_map_covers_all_ram_and_no_identity_map() {
-            for region in crate::boot_info::get().ram_regions() {
+            for region in crate::arch::boot_info::get().ram_regions() {
                 let last = (region.end() - 1u64).align_down(PAGE_SIZE);
                 check_eq!(translate(phys_to_virt(last)), Some(last));
             }

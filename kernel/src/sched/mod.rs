@@ -35,7 +35,7 @@ pub mod wait;
 
 mod tests;
 
-use crate::smp::percpu::{self, MAX_CPUS};
+use crate::arch::percpu::{self, MAX_CPUS};
 use crate::sync::{IrqSpinLock, PreemptGuard, might_sleep};
 use alloc::collections::VecDeque;
 use alloc::string::String;
@@ -350,26 +350,31 @@ fn can_steal(cpu: usize) -> bool {
         .any(|other| CPUS[other].run_queue.lock().iter().any(|thread| thread.pinned_cpu.is_none()))
 }
 
-/// Called at the outermost interrupt exit when `need_resched` is set.
-pub(crate) fn preempt_from_interrupt() {
-    if percpu::preempt_count() == 0 {
-        schedule();
-    } else {
-        crate::count_event!(preemptions_deferred);
-    }
-}
-
 /// Threads waiting in `cpu`'s run queue.
 pub fn run_queue_len(cpu: u32) -> usize {
     CPUS[cpu as usize].run_queue.lock().len()
 }
 
 /// Sets up scheduling on the boot CPU: the boot context becomes thread
-/// "main" and an idle thread is created for CPU 0.
+/// "main", an idle thread is created for CPU 0, and the tick starts (its
+/// vector is installed once: the IDT is shared). Interrupts must be off.
 pub fn init_boot_cpu() {
     adopt_current_context("main", false);
     let idle = spawn_idle(0).expect("no memory for the boot CPU's idle thread");
     *CPUS[0].idle.lock() = Some(idle);
+    crate::arch::interrupts::register_irq(crate::platform::apic::TIMER, timer::on_timer_interrupt)
+        .expect("timer vector taken");
+    timer::start_this_cpu();
+}
+
+/// What each AP runs once `smp` has set up its CPU.
+pub const AP_ENTRY: crate::smp::ApEntry =
+    crate::smp::ApEntry { prepare: become_idle_thread, run: idle_loop };
+
+/// Makes the code running on a new AP its idle thread and starts its tick.
+fn become_idle_thread(cpu_id: u32) {
+    timer::start_this_cpu();
+    adopt_current_context(&alloc::format!("idle{cpu_id}"), true);
 }
 
 fn spawn_idle(cpu: u32) -> Result<Arc<Thread>, SpawnError> {

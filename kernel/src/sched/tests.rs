@@ -4,9 +4,11 @@
 use super::thread::ThreadState;
 use super::timer::{self, TICK_US};
 use super::{JoinHandle, Placement, SpawnError, WaitQueue, current, spawn, yield_now};
-use crate::smp::{online_cpus, percpu};
+use crate::arch::percpu;
+use crate::platform::time;
+use crate::smp::online_cpus;
 use crate::sync::{IrqSpinLock, PreemptGuard, SpinLock, can_sleep};
-use crate::{check, check_eq, ktest, time};
+use crate::{check, check_eq, ktest};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -269,82 +271,36 @@ ktest!(
 );
 
 ktest!(
-    fn wait_until_true_returns_at_once() {
-        let queue = WaitQueue::new();
-        queue.wait_until(|| true);
-        check!(queue.is_empty());
-        check!(!queue.wake_one());
-        check_eq!(queue.wake_all(), 0);
-        Ok(())
-    }
-);
-
-fn start_waiters(
-    queue: &Arc<WaitQueue>,
-    count: usize,
-) -> (Vec<JoinHandle>, Arc<AtomicUsize>, Arc<AtomicUsize>) {
-    let tokens = Arc::new(AtomicUsize::new(0));
-    let done = Arc::new(AtomicUsize::new(0));
-    let handles = (0..count)
-        .map(|_| {
-            let (queue, tokens, done) = (queue.clone(), tokens.clone(), done.clone());
-            spawn_ok(Placement::AnyCpu, move || {
-                queue.wait_until(|| {
-                    // Take one token if there is one.
-                    tokens
-                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| t.checked_sub(1))
-                        .is_ok()
-                });
-                done.fetch_add(1, Ordering::AcqRel);
-            })
+    fn cross_cpu_wakeup_uses_an_ipi() {
+        if online_cpus() < 2 {
+            return Ok(());
+        }
+        let target = 1u32;
+        let queue = Arc::new(WaitQueue::new());
+        let go = Arc::new(AtomicU32::new(0));
+        let (waiter_queue, waiter_go) = (queue.clone(), go.clone());
+        let handle = spawn("waiter", Placement::Pinned(target), move || {
+            waiter_queue.wait_until(|| waiter_go.load(Ordering::Acquire) == 1);
         })
-        .collect();
-    (handles, tokens, done)
-}
-
-fn wait_for_waiters(queue: &WaitQueue, count: usize) -> bool {
-    let deadline = time::uptime_us() + 2_000_000;
-    while queue.len() < count {
-        if time::uptime_us() > deadline {
-            return false;
+        .expect("spawn failed");
+        let deadline = time::uptime_us() + 2_000_000;
+        while queue.is_empty() && time::uptime_us() < deadline {
+            timer::sleep_us(1_000);
         }
-        timer::sleep_us(1000);
-    }
-    true
-}
-
-ktest!(
-    fn wake_one_wakes_exactly_one() {
-        let queue = Arc::new(WaitQueue::new());
-        let (handles, tokens, done) = start_waiters(&queue, 3);
-        check!(wait_for_waiters(&queue, 3), "waiters never blocked");
-        tokens.fetch_add(1, Ordering::AcqRel);
-        check!(queue.wake_one());
-        timer::sleep_us(20_000);
-        check_eq!(done.load(Ordering::Acquire), 1);
-        check_eq!(queue.len(), 2);
-        tokens.fetch_add(2, Ordering::AcqRel);
-        check_eq!(queue.wake_all(), 2);
-        for handle in handles {
-            handle.join();
-        }
-        check_eq!(done.load(Ordering::Acquire), 3);
-        Ok(())
-    }
-);
-
-ktest!(
-    fn wake_all_wakes_everyone() {
-        let queue = Arc::new(WaitQueue::new());
-        let (handles, tokens, done) = start_waiters(&queue, 4);
-        check!(wait_for_waiters(&queue, 4), "waiters never blocked");
-        tokens.fetch_add(4, Ordering::AcqRel);
-        check_eq!(queue.wake_all(), 4);
-        for handle in handles {
-            handle.join();
-        }
-        check_eq!(done.load(Ordering::Acquire), 4);
-        check!(queue.is_empty());
+        let received = percpu::cpu(target as usize).unwrap().counters.snapshot().ipis_received;
+        go.store(1, Ordering::Release);
+        let sent_before = percpu::this_cpu().counters.snapshot().ipis_sent;
+        let woke = {
+            let _pinned = crate::sync::PreemptGuard::new();
+            let sent_before = percpu::this_cpu().counters.snapshot().ipis_sent;
+            let woke = queue.wake_one();
+            (woke, percpu::this_cpu().counters.snapshot().ipis_sent > sent_before)
+        };
+        let _ = sent_before;
+        handle.join();
+        check!(woke.0, "the waiter was not blocked");
+        check!(woke.1, "waking a thread on another CPU sent no IPI");
+        check!(percpu::cpu(target as usize).unwrap().counters.snapshot().ipis_received > received);
         Ok(())
     }
 );

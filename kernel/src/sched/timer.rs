@@ -6,12 +6,12 @@
 
 use super::thread::{Thread, ThreadState};
 use crate::arch::interrupts::InterruptFrame;
-use crate::smp::percpu::{self, MAX_CPUS};
+use crate::arch::percpu::{self, MAX_CPUS};
+use crate::platform::time;
 use crate::sync::{IrqSpinLock, might_sleep};
-use crate::time;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Microseconds between ticks.
 pub const TICK_US: u64 = 4_000;
@@ -21,8 +21,6 @@ pub const SLICE_TICKS: u32 = 2;
 struct CpuTimer {
     /// (deadline in TSC ticks, thread), unordered: lists are short.
     sleepers: IrqSpinLock<Vec<(u64, Arc<Thread>)>>,
-    /// Set while a test owns this CPU's local APIC timer.
-    is_lent: AtomicBool,
     next_tick_tsc: AtomicU64,
     ticks_in_slice: AtomicU32,
 }
@@ -30,7 +28,6 @@ struct CpuTimer {
 static TIMERS: [CpuTimer; MAX_CPUS] = [const {
     CpuTimer {
         sleepers: IrqSpinLock::new(Vec::new()),
-        is_lent: AtomicBool::new(false),
         next_tick_tsc: AtomicU64::new(0),
         ticks_in_slice: AtomicU32::new(0),
     }
@@ -43,12 +40,9 @@ fn tick_ticks() -> u64 {
 /// Arms this CPU's timer for the earlier of the next tick and `sleepers`'
 /// first deadline. Interrupts must be off (we must stay on this CPU).
 fn rearm(timer: &CpuTimer, sleepers: &[(u64, Arc<Thread>)]) {
-    if timer.is_lent.load(Ordering::Relaxed) {
-        return;
-    }
     let next_tick = timer.next_tick_tsc.load(Ordering::Relaxed);
     let earliest = sleepers.iter().map(|(deadline, _)| *deadline).min().unwrap_or(u64::MAX);
-    crate::arch::apic::lapic::set_deadline_tsc(next_tick.min(earliest));
+    crate::platform::apic::lapic::set_deadline_tsc(next_tick.min(earliest));
 }
 
 /// Starts ticking on this CPU. Interrupts must be off.
@@ -56,22 +50,6 @@ pub fn start_this_cpu() {
     let timer = &TIMERS[percpu::cpu_id() as usize];
     timer.next_tick_tsc.store(time::rdtsc() + tick_ticks(), Ordering::Relaxed);
     rearm(timer, &timer.sleepers.lock());
-}
-
-/// Lends this CPU's local APIC timer to `f` (tests of the timer itself):
-/// the scheduler stops re-arming it, and takes it back afterwards. The
-/// caller stays on this CPU throughout; ticks and sleep wake-ups on this CPU
-/// pause meanwhile.
-pub fn with_local_timer_lent<R>(f: impl FnOnce() -> R) -> R {
-    let _pinned = crate::sync::PreemptGuard::new();
-    let timer = &TIMERS[percpu::cpu_id() as usize];
-    timer.is_lent.store(true, Ordering::Relaxed);
-    let result = f();
-    x86_64::instructions::interrupts::without_interrupts(|| {
-        timer.is_lent.store(false, Ordering::Relaxed);
-        start_this_cpu();
-    });
-    result
 }
 
 /// The local timer's interrupt handler.
@@ -103,7 +81,7 @@ pub fn on_timer_interrupt(_frame: &mut InterruptFrame) {
     }
     rearm(timer, &sleepers);
     drop(sleepers);
-    crate::arch::apic::lapic::eoi();
+    crate::platform::apic::lapic::eoi();
 }
 
 /// Blocks the calling thread until the TSC reaches `deadline_tsc`.

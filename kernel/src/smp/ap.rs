@@ -7,11 +7,12 @@
 //! Sequence"), waiting until the AP reports online before starting the next
 //! one (they share the trampoline).
 
-use super::percpu;
+use super::ApEntry;
 use crate::arch::gdt::{CpuTables, IstStacks};
+use crate::arch::percpu;
 use crate::arch::trampoline::{self, TRAMPOLINE_PHYS, TrampolineParams};
 use crate::mm::{PAGE_SIZE, PhysAddr, frame, phys_to_virt};
-use crate::time;
+use crate::platform::time;
 use alloc::boxed::Box;
 use core::sync::atomic::{AtomicBool, Ordering};
 use x86_64::registers::control::Cr3;
@@ -29,6 +30,7 @@ struct ApStart {
     apic_id: u32,
     per_cpu: &'static percpu::PerCpu,
     tables: &'static CpuTables,
+    entry: ApEntry,
     online: AtomicBool,
 }
 
@@ -73,8 +75,8 @@ fn startup_page_tables() -> Result<PhysAddr, ApError> {
 }
 
 /// Starts every AP in `apic_ids` (the boot CPU's own id excluded by the
-/// caller); returns how many came online.
-pub fn start_all(apic_ids: &[u32]) -> usize {
+/// caller), each running `entry`; returns how many came online.
+pub fn start_all(apic_ids: &[u32], entry: ApEntry) -> usize {
     let Ok(cr3) = startup_page_tables() else {
         log::error!("smp: no memory for start-up page tables; running on one CPU");
         return 0;
@@ -86,7 +88,7 @@ pub fn start_all(apic_ids: &[u32]) -> usize {
             log::warn!("smp: more than {} CPUs; ignoring the rest", percpu::MAX_CPUS);
             break;
         }
-        match start_one(cpu_id, apic_id, cr3) {
+        match start_one(cpu_id, apic_id, cr3, entry) {
             Ok(()) => started += 1,
             Err(error) => log::error!("smp: CPU with APIC id {apic_id} not started: {error:?}"),
         }
@@ -96,7 +98,7 @@ pub fn start_all(apic_ids: &[u32]) -> usize {
     started
 }
 
-fn start_one(cpu_id: u32, apic_id: u32, cr3: PhysAddr) -> Result<(), ApError> {
+fn start_one(cpu_id: u32, apic_id: u32, cr3: PhysAddr, entry: ApEntry) -> Result<(), ApError> {
     let stacks: &'static IstStacks = Box::leak(Box::new(IstStacks::new()));
     let tables: &'static CpuTables = Box::leak(Box::new(CpuTables::new(stacks)));
     let boot_stack = frame::alloc_contiguous((AP_STACK_BYTES as u64) / PAGE_SIZE, 1)
@@ -110,6 +112,7 @@ fn start_one(cpu_id: u32, apic_id: u32, cr3: PhysAddr) -> Result<(), ApError> {
         apic_id,
         per_cpu,
         tables,
+        entry,
         online: AtomicBool::new(false),
     }));
     let params = TrampolineParams {
@@ -118,10 +121,12 @@ fn start_one(cpu_id: u32, apic_id: u32, cr3: PhysAddr) -> Result<(), ApError> {
         entry: ap_entry as *const () as u64,
         argument: core::ptr::from_ref(start) as u64,
     };
-    // SAFETY: APs start one at a time and the previous one has left the
+    let target = phys_to_virt(PhysAddr::new(TRAMPOLINE_PHYS)).as_mut_ptr::<u8>();
+    // SAFETY: the direct map covers the first MiB, page-aligned and
+    // writable; APs start one at a time and the previous one has left the
     // trampoline (it reported online, past its last trampoline access);
     // page 8 lies below 1 MiB, which the frame allocator never hands out.
-    unsafe { trampoline::install(&params) };
+    unsafe { trampoline::install(target, &params) };
 
     let page = (TRAMPOLINE_PHYS / PAGE_SIZE) as u8;
     super::ipi::send_init(apic_id);
@@ -166,10 +171,12 @@ extern "C" fn ap_entry(start: &'static ApStart) -> ! {
     percpu::publish(start.per_cpu);
     start.tables.load();
     crate::arch::interrupts::load_idt();
-    super::init_this_cpu();
-    crate::sched::adopt_current_context(&alloc::format!("idle{}", start.cpu_id), true);
+    if let Err(error) = crate::platform::apic::lapic::init_this_cpu() {
+        log::error!("smp: CPU {}: local APIC unusable: {error:?}", start.cpu_id);
+    }
+    (start.entry.prepare)(start.cpu_id);
     super::mark_online();
     log::debug!("smp: CPU {} (APIC id {}) online", start.cpu_id, start.apic_id);
     start.online.store(true, Ordering::Release);
-    crate::sched::idle_loop()
+    (start.entry.run)()
 }

@@ -1,9 +1,9 @@
 //! Inter-processor interrupts: reschedule, halt (on panic), and an echo
 //! pair used to measure IPI round trips.
 
-use super::percpu;
-use crate::arch::apic::{self, lapic};
 use crate::arch::interrupts::{self, InterruptFrame};
+use crate::arch::percpu;
+use crate::platform::apic::{self, lapic};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Vector of the echo request (answered with `ECHO_REPLY`).
@@ -93,18 +93,18 @@ pub fn echo_round_trip(cpu: u32) -> Option<u64> {
     }
     ECHO_REQUESTER.store(guard.cpu_id(), Ordering::Release);
     let before = ECHO_REPLIES.load(Ordering::Acquire);
-    let start = crate::time::rdtsc();
+    let start = crate::platform::time::rdtsc();
     if !send(cpu, ECHO_REQUEST) {
         return None;
     }
-    let timeout = crate::time::tsc_hz() / 10;
+    let timeout = crate::platform::time::tsc_hz() / 10;
     while ECHO_REPLIES.load(Ordering::Acquire) == before {
-        if crate::time::rdtsc() - start > timeout {
+        if crate::platform::time::rdtsc() - start > timeout {
             return None;
         }
         core::hint::spin_loop();
     }
-    Some(crate::time::rdtsc() - start)
+    Some(crate::platform::time::rdtsc() - start)
 }
 
 /// Installs the IPI handlers (once, on the boot CPU: the IDT is shared).

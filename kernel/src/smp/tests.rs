@@ -1,29 +1,20 @@
 //! SMP tests: bring-up, per-CPU data, IPIs and TLB shootdown.
 
-use super::{ipi, online_cpus, percpu, tlb};
+use super::{ipi, online_cpus, tlb};
 use crate::arch::fixup;
 use crate::arch::interrupts::{self, InterruptFrame};
+use crate::arch::percpu;
+use crate::ktest::{on_cpu, on_each_cpu};
 use crate::mm::{frame, paging, vmap};
-use crate::sched::{JoinHandle, Placement, spawn};
 use crate::{check, check_eq, check_ok, ktest};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use x86_64::structures::paging::PageTableFlags as Flags;
 
-fn on_each_cpu(f: impl Fn(u32) + Send + Sync + 'static) -> Vec<JoinHandle> {
-    let f = Arc::new(f);
-    (0..online_cpus() as u32)
-        .map(|cpu| {
-            let f = f.clone();
-            spawn("ktest-cpu", Placement::Pinned(cpu), move || f(cpu)).expect("spawn failed")
-        })
-        .collect()
-}
-
 ktest!(
     fn every_acpi_cpu_is_online() {
-        let listed = crate::acpi::platform().usable_cpus().count();
+        let listed = crate::platform::acpi::platform().usable_cpus().count();
         check_eq!(online_cpus(), listed);
         check_eq!(percpu::cpu_count(), listed);
         check!(online_cpus() >= 1);
@@ -50,19 +41,17 @@ ktest!(
     fn gs_finds_this_cpus_own_block() {
         let mismatches = Arc::new(AtomicU32::new(0));
         let seen = mismatches.clone();
-        for handle in on_each_cpu(move |cpu| {
+        on_each_cpu(move |cpu| {
             let block = percpu::this_cpu();
             let expected = percpu::cpu(cpu as usize).unwrap();
-            let apic_id = crate::arch::apic::lapic::id();
+            let apic_id = crate::platform::apic::lapic::id();
             if !core::ptr::eq(block, expected)
                 || percpu::cpu_id() != cpu
                 || block.apic_id.load(Ordering::Relaxed) != apic_id
             {
                 seen.fetch_add(1, Ordering::Relaxed);
             }
-        }) {
-            handle.join();
-        }
+        })?;
         check_eq!(mismatches.load(Ordering::Relaxed), 0);
         Ok(())
     }
@@ -75,7 +64,7 @@ ktest!(
         const BUMPS: u64 = 1_000;
         let before: Vec<u64> =
             percpu::all_cpus().map(|cpu| cpu.counters.snapshot().tlb_shootdowns).collect();
-        let handles = on_each_cpu(|cpu| {
+        on_each_cpu(|cpu| {
             if cpu == 0 {
                 return;
             }
@@ -83,10 +72,7 @@ ktest!(
             for _ in 0..BUMPS * u64::from(cpu) {
                 crate::count_event!(tlb_shootdowns);
             }
-        });
-        for handle in handles {
-            handle.join();
-        }
+        })?;
         for (cpu, old) in percpu::all_cpus().zip(before) {
             let delta = cpu.counters.snapshot().tlb_shootdowns - old;
             // Real shootdowns may add a few; bumps are exact multiples.
@@ -136,41 +122,6 @@ ktest!(
 );
 
 ktest!(
-    fn cross_cpu_wakeup_uses_an_ipi() {
-        if online_cpus() < 2 {
-            return Ok(());
-        }
-        let target = 1u32;
-        let queue = Arc::new(crate::sched::WaitQueue::new());
-        let go = Arc::new(AtomicU32::new(0));
-        let (waiter_queue, waiter_go) = (queue.clone(), go.clone());
-        let handle = spawn("waiter", Placement::Pinned(target), move || {
-            waiter_queue.wait_until(|| waiter_go.load(Ordering::Acquire) == 1);
-        })
-        .expect("spawn failed");
-        let deadline = crate::time::uptime_us() + 2_000_000;
-        while queue.is_empty() && crate::time::uptime_us() < deadline {
-            crate::sched::timer::sleep_us(1_000);
-        }
-        let received = percpu::cpu(target as usize).unwrap().counters.snapshot().ipis_received;
-        go.store(1, Ordering::Release);
-        let sent_before = percpu::this_cpu().counters.snapshot().ipis_sent;
-        let woke = {
-            let _pinned = crate::sync::PreemptGuard::new();
-            let sent_before = percpu::this_cpu().counters.snapshot().ipis_sent;
-            let woke = queue.wake_one();
-            (woke, percpu::this_cpu().counters.snapshot().ipis_sent > sent_before)
-        };
-        let _ = sent_before;
-        handle.join();
-        check!(woke.0, "the waiter was not blocked");
-        check!(woke.1, "waking a thread on another CPU sent no IPI");
-        check!(percpu::cpu(target as usize).unwrap().counters.snapshot().ipis_received > received);
-        Ok(())
-    }
-);
-
-ktest!(
     fn tlb_shootdown_makes_unmapped_page_fault_everywhere() {
         let virt = vmap::reserve(1);
         let phys = check_ok!(frame::alloc());
@@ -179,13 +130,11 @@ ktest!(
         // Every CPU reads the page, so each has it in its TLB.
         let readable = Arc::new(AtomicU32::new(0));
         let seen = readable.clone();
-        for handle in on_each_cpu(move |_| {
+        on_each_cpu(move |_| {
             if fixup::probe_read_u64(address).is_ok() {
                 seen.fetch_add(1, Ordering::Relaxed);
             }
-        }) {
-            handle.join();
-        }
+        })?;
         check_eq!(readable.load(Ordering::Relaxed) as usize, online_cpus());
         let served: u64 =
             percpu::all_cpus().map(|cpu| cpu.counters.snapshot().tlb_shootdowns).sum();
@@ -196,16 +145,14 @@ ktest!(
         check!(served_after - served >= online_cpus() as u64 - 1);
         let faults = Arc::new(AtomicU32::new(0));
         let seen = faults.clone();
-        for handle in on_each_cpu(move |_| {
+        on_each_cpu(move |_| {
             if let Err(fault) = fixup::probe_read_u64(address)
                 && fault.vector == 14
                 && fault.address == address
             {
                 seen.fetch_add(1, Ordering::Relaxed);
             }
-        }) {
-            handle.join();
-        }
+        })?;
         check_eq!(faults.load(Ordering::Relaxed) as usize, online_cpus());
         Ok(())
     }
@@ -217,14 +164,12 @@ ktest!(
         check!(total > 0);
         let stamp = Arc::new(AtomicU64::new(0));
         let out = stamp.clone();
-        spawn("reader", Placement::Pinned((online_cpus() - 1) as u32), move || {
+        on_cpu((online_cpus() - 1) as u32, move |_| {
             out.store(
                 percpu::cpu(0).unwrap().counters.snapshot().context_switches,
                 Ordering::Relaxed,
             );
-        })
-        .expect("spawn failed")
-        .join();
+        })?;
         check!(stamp.load(Ordering::Relaxed) > 0);
         Ok(())
     }

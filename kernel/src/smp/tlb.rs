@@ -7,8 +7,8 @@
 //! requests aimed at itself, so two CPUs shooting down at once (each
 //! perhaps with interrupts off) cannot wait on each other forever.
 
-use super::percpu::{self, MAX_CPUS};
 use crate::arch::interrupts::InterruptFrame;
+use crate::arch::percpu::{self, MAX_CPUS};
 use crate::mm::{PAGE_SIZE, VirtAddr};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use x86_64::instructions::tlb;
@@ -46,7 +46,7 @@ fn serve_pending() {
 pub(super) fn on_shootdown_ipi(_: &mut InterruptFrame) {
     crate::count_event!(ipis_received);
     serve_pending();
-    crate::arch::apic::lapic::eoi();
+    crate::platform::apic::lapic::eoi();
 }
 
 /// Removes stale translations of `pages` pages from `start` on every CPU.
@@ -68,7 +68,7 @@ pub fn shootdown(start: VirtAddr, pages: u64) {
     for cpu in (0..online).filter(|&cpu| cpu != me) {
         // Release: the range is visible before the flag.
         PENDING[cpu].store(true, Ordering::Release);
-        super::ipi::send(cpu as u32, crate::arch::apic::TLB_SHOOTDOWN_IPI);
+        super::ipi::send(cpu as u32, crate::platform::apic::TLB_SHOOTDOWN_IPI);
     }
     for cpu in (0..online).filter(|&cpu| cpu != me) {
         while PENDING[cpu].load(Ordering::Acquire) {

@@ -8,7 +8,7 @@
 //! on, not inside an interrupt handler); otherwise the next interrupt exit
 //! picks it up.
 
-use crate::smp::percpu;
+use crate::arch::percpu;
 use core::marker::PhantomData;
 
 /// Proof that the current thread cannot be preempted or migrated.
@@ -66,11 +66,15 @@ pub(crate) fn preempt_enable() {
     }
 }
 
+// Out of line, so the unlock fast path of every spinlock stays a few
+// instructions (inlined, the upcall's indirect call would cost each one a
+// stack frame).
 #[cold]
+#[inline(never)]
 fn deferred_reschedule() {
     if x86_64::instructions::interrupts::are_enabled() && percpu::irq_depth() == 0 {
         crate::count_event!(deferred_reschedules_run);
-        crate::sched::schedule();
+        crate::arch::upcalls::reschedule();
     }
 }
 

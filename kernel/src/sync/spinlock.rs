@@ -136,5 +136,7 @@ unsafe impl lock_api::RawMutex for RawIrqSpin {
 
 /// A spinlock that disables preemption while held.
 pub type SpinLock<T> = lock_api::Mutex<RawPreemptSpin, T>;
+/// Access to the value of a locked [`SpinLock`].
+pub type SpinLockGuard<'a, T> = lock_api::MutexGuard<'a, RawPreemptSpin, T>;
 /// A spinlock that disables interrupts and preemption while held.
 pub type IrqSpinLock<T> = lock_api::Mutex<RawIrqSpin, T>;

@@ -9,9 +9,9 @@
 //! access.
 
 use crate::mm::{PhysAddr, mmio};
-use crate::pci::capability::id;
-use crate::pci::config::command;
-use crate::pci::{BarError, Function};
+use crate::platform::pci::capability::id;
+use crate::platform::pci::config::command;
+use crate::platform::pci::{BarError, Function};
 use vireo_virtio::{DeviceStatus, InterruptStatus, Transport};
 
 /// `cfg_type` values of the virtio capabilities (§4.1.4).
@@ -313,8 +313,21 @@ unsafe impl Transport for VirtioPci {
         if end > window.region.len_bytes() {
             return Err(vireo_virtio::Error::ConfigOutOfRange);
         }
-        for (index, byte) in buf.iter_mut().enumerate() {
-            *byte = window.read::<u8>((offset + index) as u64);
+        // §4.1.3.1: a 16- or 32-bit field is read at its natural width;
+        // other lengths (and unaligned ones) byte by byte.
+        let at = offset as u64;
+        match buf.len() {
+            2 if offset.is_multiple_of(2) => {
+                buf.copy_from_slice(&window.read::<u16>(at).to_le_bytes())
+            }
+            4 if offset.is_multiple_of(4) => {
+                buf.copy_from_slice(&window.read::<u32>(at).to_le_bytes())
+            }
+            _ => {
+                for (index, byte) in buf.iter_mut().enumerate() {
+                    *byte = window.read::<u8>(at + index as u64);
+                }
+            }
         }
         Ok(())
     }
@@ -325,8 +338,18 @@ unsafe impl Transport for VirtioPci {
         if end > window.region.len_bytes() {
             return Err(vireo_virtio::Error::ConfigOutOfRange);
         }
-        for (index, byte) in data.iter().enumerate() {
-            window.write::<u8>((offset + index) as u64, *byte);
+        // §4.1.3.1, as in `read_config`.
+        let at = offset as u64;
+        match *data {
+            [a, b] if offset.is_multiple_of(2) => window.write(at, u16::from_le_bytes([a, b])),
+            [a, b, c, d] if offset.is_multiple_of(4) => {
+                window.write(at, u32::from_le_bytes([a, b, c, d]))
+            }
+            _ => {
+                for (index, byte) in data.iter().enumerate() {
+                    window.write::<u8>(at + index as u64, *byte);
+                }
+            }
         }
         Ok(())
     }

@@ -10,20 +10,22 @@
 
 mod request;
 
+use super::bringup::{
+    self, BringUpError, ConfigFields, DeviceConfig, Failed, Queue, QueueInterrupt, QueueLimits,
+    QueueSpec, Running, VirtioDevice, VirtioDriver,
+};
 use super::hal::KernelHal;
-use super::pci::{NO_VECTOR, QueueNotifier, VirtioPci};
-use crate::arch::interrupts::{self, InterruptFrame};
+use super::pci::QueueNotifier;
+use crate::arch::interrupts::{InterruptFrame, IrqHandler};
 use crate::mm::dma::DmaBuffer;
-use crate::pci::msix::MsiX;
 use crate::sched::WaitQueue;
-use crate::smp::percpu;
 use crate::sync::{IrqSpinLock, PreemptGuard};
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 pub use request::{Completion, Operation, Request};
-use vireo_virtio::{DeviceStatus, Features, QueueConfig, SplitQueue, Transport};
+use vireo_virtio::{Features, SplitQueue};
 
 /// Bytes per sector: always 512 in virtio-blk (§5.2.6).
 pub const SECTOR_BYTES: u64 = 512;
@@ -51,6 +53,73 @@ mod config {
     pub const CAPACITY: usize = 0;
     pub const BLK_SIZE: usize = 20;
     pub const NUM_QUEUES: usize = 34;
+}
+
+/// virtio-blk as bring-up sees it: features, configuration, queues.
+struct BlkDriver;
+
+impl VirtioDriver for BlkDriver {
+    const NAME: &'static str = "virtio-blk";
+    const DEVICE_ID: u16 = 2;
+    /// Each request is one indirect descriptor, which is what lets the
+    /// request pool bound a queue's depth (§2.7.5.3).
+    const REQUIRED: Features = Features::INDIRECT_DESC;
+    const OPTIONAL: Features = Features::EVENT_IDX.union(Features::from_bits_retain(
+        feature::RO | feature::BLK_SIZE | feature::FLUSH | feature::MQ,
+    ));
+    const ON_INTERRUPT: Option<IrqHandler> = Some(on_completion_interrupt);
+    type Config = BlkConfig;
+    type Buffers = Box<Request>;
+
+    /// One queue per CPU, as far as the device, MSI-X and queue count go,
+    /// each interrupting the CPU it serves.
+    fn queues(config: &BlkConfig, _: Features, limits: &QueueLimits) -> Vec<QueueSpec> {
+        let cpus = u16::try_from(limits.online_cpus).unwrap_or(u16::MAX);
+        let count = cpus
+            .min(config.device_queues)
+            .min(limits.device_queues)
+            .min(limits.msix_queue_vectors)
+            .max(1);
+        (0..count)
+            .map(|index| QueueSpec {
+                index,
+                size: QUEUE_SIZE,
+                indirect_max: 3,
+                interrupt: QueueInterrupt::OnCpu(u32::from(index)),
+            })
+            .collect()
+    }
+}
+
+/// What the driver takes from `struct virtio_blk_config`.
+struct BlkConfig {
+    capacity_sectors: u64,
+    block_bytes: u32,
+    device_queues: u16,
+}
+
+impl DeviceConfig for BlkConfig {
+    fn read(fields: &mut ConfigFields<'_>, features: Features) -> Result<Self, BringUpError> {
+        let has = |bit: u64| features.bits() & bit != 0;
+        let capacity_sectors = fields.u64(config::CAPACITY)?;
+        let block_size = if has(feature::BLK_SIZE) { fields.u32(config::BLK_SIZE)? } else { 512 };
+        // A nonsense block size (not a power of two ≥ 512) is ignored.
+        let block_bytes =
+            if block_size.is_power_of_two() && block_size >= 512 { block_size } else { 512 };
+        let device_queues =
+            if has(feature::MQ) { fields.u16(config::NUM_QUEUES)?.max(1) } else { 1 };
+        Ok(Self { capacity_sectors, block_bytes, device_queues })
+    }
+}
+
+/// A queue's first requests (the pool grows on demand up to its cap).
+#[allow(clippy::vec_box)]
+fn initial_pool() -> Result<Vec<Box<Request>>, vireo_virtio::Error> {
+    let mut pool = Vec::with_capacity(REQUESTS_PER_QUEUE);
+    for _ in 0..INITIAL_REQUESTS {
+        pool.push(Request::new()?);
+    }
+    Ok(pool)
 }
 
 /// Why a block operation failed.
@@ -108,9 +177,8 @@ pub struct BlkDevice {
     is_read_only: bool,
     has_flush: bool,
     failed: AtomicBool,
-    /// The transport stays alive (and owned) for the device's lifetime.
-    _transport: IrqSpinLock<VirtioPci>,
-    _msix: MsiX,
+    /// Transport, MSI-X table and vectors, owned for the device's lifetime.
+    _device: VirtioDevice,
 }
 
 static DEVICE: spin::Once<Option<BlkDevice>> = spin::Once::new();
@@ -131,7 +199,7 @@ pub fn init() -> Option<&'static BlkDevice> {
                 Some(device)
             }
             Err(error) => {
-                log::warn!("virtio-blk: not available: {error:?}");
+                log::warn!("virtio-blk: not available: {error}");
                 None
             }
         })
@@ -144,91 +212,38 @@ pub fn device() -> Option<&'static BlkDevice> {
 }
 
 impl BlkDevice {
-    fn probe() -> Result<Self, &'static str> {
-        let function = crate::pci::find(0x1af4, 0x1042).next().ok_or("no device")?;
-        let mut transport = VirtioPci::new(function).map_err(|_| "unusable transport")?;
-        let msix = MsiX::new(function).map_err(|_| "no MSI-X")?;
-        let wanted = Features::INDIRECT_DESC
-            | Features::EVENT_IDX
-            | Features::from_bits_retain(
-                feature::RO | feature::BLK_SIZE | feature::FLUSH | feature::MQ,
-            );
-        let features = vireo_virtio::negotiate_features(&mut transport, wanted)
-            .map_err(|_| "feature negotiation failed")?;
+    fn probe() -> Result<Self, Failed> {
+        let Running { device, features, config, queues } = bringup::probe::<BlkDriver>()?;
         let has = |bit: u64| features.bits() & bit != 0;
-        let read_config = |transport: &mut VirtioPci, offset: usize, bytes: &mut [u8]| {
-            transport.read_config(offset, bytes).map_err(|_| "config out of range")
+        // Every queue interrupts (`BlkDriver::queues`), on consecutive vectors.
+        let first_vector = queues.first().and_then(|queue| queue.vector);
+        let pools: Result<Vec<_>, _> = queues.iter().map(|_| initial_pool()).collect();
+        let (Some(first_vector), Ok(pools)) = (first_vector, pools) else {
+            let rings = queues.into_iter().map(|queue| queue.ring).collect();
+            return Err(device.fail(rings, BringUpError::Driver("no memory for requests")));
         };
-        let mut capacity = [0u8; 8];
-        read_config(&mut transport, config::CAPACITY, &mut capacity)?;
-        let mut block_bytes = 512u32;
-        if has(feature::BLK_SIZE) {
-            let mut bytes = [0u8; 4];
-            read_config(&mut transport, config::BLK_SIZE, &mut bytes)?;
-            // A nonsense block size (not a power of two ≥ 512) is ignored.
-            let size = u32::from_le_bytes(bytes);
-            if size.is_power_of_two() && size >= 512 {
-                block_bytes = size;
-            }
-        }
-        let mut device_queues = 1u16;
-        if has(feature::MQ) {
-            let mut bytes = [0u8; 2];
-            read_config(&mut transport, config::NUM_QUEUES, &mut bytes)?;
-            device_queues = u16::from_le_bytes(bytes).max(1);
-        }
-        // One queue per CPU, as far as the device, MSI-X and queue count go.
-        let cpus = crate::smp::online_cpus() as u16;
-        let count =
-            cpus.min(device_queues).min(transport.num_queues()).min(msix.table_size() - 1).max(1);
-        let first_vector = interrupts::allocate_irq_vectors(count as u8, on_completion_interrupt)
-            .map_err(|_| "no interrupt vectors")?;
         FIRST_VECTOR.store(first_vector, Ordering::Release);
-        if !transport.set_config_msix_vector(NO_VECTOR) {
-            return Err("device refused to silence config interrupts");
-        }
-        let mut queues = Vec::with_capacity(usize::from(count));
-        for index in 0..count {
-            let cpu = percpu::cpu(usize::from(index)).ok_or("queue without a CPU")?;
-            let apic_id = cpu.apic_id.load(Ordering::Relaxed);
-            msix.route(index + 1, first_vector + index as u8, apic_id)
-                .map_err(|_| "MSI-X route")?;
-            if !transport.set_queue_msix_vector(index, index + 1) {
-                return Err("device refused a queue MSI-X vector");
-            }
-            let queue = SplitQueue::new(
-                &KernelHal,
-                &mut transport,
-                QueueConfig { index, size: QUEUE_SIZE, features, indirect_max: 3 },
-            )
-            .map_err(|_| "queue setup failed")?;
-            let notifier = transport.queue_notifier(index).ok_or("bad notify offset")?;
-            let mut pool = Vec::with_capacity(REQUESTS_PER_QUEUE);
-            for _ in 0..INITIAL_REQUESTS {
-                pool.push(Request::new().map_err(|_| "no memory for requests")?);
-            }
-            queues.push(QueueSlot {
+        let queues = queues
+            .into_iter()
+            .zip(pools)
+            .map(|(Queue { ring, notifier, .. }, pool)| QueueSlot {
                 state: IrqSpinLock::new(BlkQueue {
-                    queue,
+                    queue: ring,
                     notifier,
                     pool,
                     requests_made: INITIAL_REQUESTS,
                 }),
                 space: WaitQueue::new(),
-            });
-        }
-        msix.enable().map_err(|_| "MSI-X enable")?;
-        let status = transport.status();
-        transport.set_status(status | DeviceStatus::DRIVER_OK);
+            })
+            .collect();
         Ok(Self {
             queues,
-            capacity_sectors: u64::from_le_bytes(capacity),
-            block_bytes,
+            capacity_sectors: config.capacity_sectors,
+            block_bytes: config.block_bytes,
             is_read_only: has(feature::RO),
             has_flush: has(feature::FLUSH),
             failed: AtomicBool::new(false),
-            _transport: IrqSpinLock::new(transport),
-            _msix: msix,
+            _device: device,
         })
     }
 
@@ -421,8 +436,9 @@ impl Pending {
         // Hybrid polling: a request usually comes back within tens of
         // microseconds, less than a sleep/wake-up round trip costs; poll
         // the queue briefly, then sleep on the completion interrupt.
-        let deadline = crate::time::rdtsc() + crate::time::tsc_hz() / 1_000_000 * POLL_US;
-        while !self.completion.is_done() && crate::time::rdtsc() < deadline {
+        let deadline =
+            crate::platform::time::rdtsc() + crate::platform::time::tsc_hz() / 1_000_000 * POLL_US;
+        while !self.completion.is_done() && crate::platform::time::rdtsc() < deadline {
             self.device.complete(self.queue_index);
             core::hint::spin_loop();
         }
@@ -453,7 +469,7 @@ fn on_completion_interrupt(frame: &mut InterruptFrame) {
     if let Some(device) = device() {
         device.complete(usize::from((frame.vector as u8).wrapping_sub(first)));
     }
-    crate::arch::apic::lapic::eoi();
+    crate::platform::apic::lapic::eoi();
 }
 
 mod tests;

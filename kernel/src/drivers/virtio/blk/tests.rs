@@ -5,7 +5,9 @@ use super::{BlkError, Operation, SECTOR_BYTES, device};
 use crate::mm::dma::DmaBuffer;
 use crate::sched::{Placement, spawn};
 use crate::smp::online_cpus;
+use crate::sync::IrqSpinLock;
 use crate::{check, check_eq, check_ok, ktest};
+use alloc::collections::VecDeque;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -149,38 +151,52 @@ ktest!(
         let device = blk()?;
         let base = scratch(device);
         // Twice the per-queue pool, all from one CPU: submitters must wait
-        // for requests to come back instead of failing.
+        // for requests to come back instead of failing. They hand each
+        // submitted request to one reaper at once: a submitter that kept its
+        // own while it waited for space could wait for itself (preempted
+        // mid-batch, four of them can hold the whole pool and all wait).
+        const SUBMITTERS: u32 = 4;
+        let handed_over = Arc::new(IrqSpinLock::new(VecDeque::new()));
+        let finished = Arc::new(AtomicU32::new(0));
         let done = Arc::new(AtomicU32::new(0));
-        let handles: Vec<_> = (0..4)
+        let mut handles: Vec<_> = (0..u64::from(SUBMITTERS))
             .map(|worker| {
-                let done = done.clone();
+                let (handed_over, finished) = (handed_over.clone(), finished.clone());
                 spawn("blk-deep", Placement::Pinned(0), move || {
                     let Some(device) = super::device() else { return };
-                    let mut pending = Vec::new();
                     for index in 0..32u64 {
-                        if let Ok(p) = device.submit(
-                            Operation::Read,
-                            base + (worker * 32 + index) % 2000,
-                            Some(filled(0, 1)),
-                            512,
-                        ) {
-                            pending.push(p);
+                        let sector = base + (worker * 32 + index) % 2000;
+                        let buffer = Some(filled(0, 1));
+                        if let Ok(p) = device.submit(Operation::Read, sector, buffer, 512) {
+                            handed_over.lock().push_back(p);
                         }
                     }
-                    for p in pending {
-                        if p.wait().0.is_ok() {
-                            done.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
+                    finished.fetch_add(1, Ordering::Release);
                 })
                 .expect("spawn failed")
             })
             .collect();
+        let reaped = done.clone();
+        let reaper = spawn("blk-reaper", Placement::Pinned(0), move || {
+            loop {
+                let all_submitted = finished.load(Ordering::Acquire) == SUBMITTERS;
+                let next = handed_over.lock().pop_front();
+                match next {
+                    Some(p) => {
+                        if p.wait().0.is_ok() {
+                            reaped.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    None if all_submitted => break,
+                    None => crate::sched::yield_now(),
+                }
+            }
+        });
+        handles.push(reaper.expect("spawn failed"));
         for handle in handles {
             handle.join();
         }
         check_eq!(done.load(Ordering::Relaxed), 128);
-        let _ = device;
         Ok(())
     }
 );

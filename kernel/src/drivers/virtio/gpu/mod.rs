@@ -9,13 +9,18 @@
 
 pub mod protocol;
 
+use super::bringup::{
+    self, BringUpError, ConfigFields, DeviceConfig, Failed, Queue, QueueInterrupt, QueueLimits,
+    QueueSpec, Running, VirtioDevice, VirtioDriver,
+};
 use super::hal::KernelHal;
-use super::pci::{QueueNotifier, VirtioPci};
+use super::pci::QueueNotifier;
 use crate::sched::WaitQueue;
 use crate::sync::SpinLock;
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use protocol::{Encoder, GpuError, GpuRequest, GpuResponse, Rect};
-use vireo_virtio::{DeviceStatus, Dma, DmaChain, Features, QueueConfig, SplitQueue, Transport};
+use vireo_virtio::{Dma, DmaChain, Features, SplitQueue};
 
 const CONTROL_QUEUE: u16 = 0;
 const QUEUE_SIZE: u16 = 64;
@@ -25,6 +30,44 @@ const RESPONSE_OFFSET: usize = 2048;
 const MAX_BATCH: usize = 4;
 /// A device that does not answer a command within this is declared broken.
 const COMMAND_TIMEOUT_US: u64 = 2_000_000;
+
+/// virtio-gpu as bring-up sees it: one polled control queue.
+struct GpuDriver;
+
+impl VirtioDriver for GpuDriver {
+    const NAME: &'static str = "virtio-gpu";
+    const DEVICE_ID: u16 = 16;
+    const REQUIRED: Features = Features::empty();
+    const OPTIONAL: Features = Features::EVENT_IDX;
+    type Config = GpuConfig;
+    type Buffers = DmaChain<KernelHal, 2>;
+
+    fn queues(_: &GpuConfig, _: Features, _: &QueueLimits) -> Vec<QueueSpec> {
+        alloc::vec![QueueSpec {
+            index: CONTROL_QUEUE,
+            size: QUEUE_SIZE,
+            indirect_max: 0,
+            interrupt: QueueInterrupt::Polled,
+        }]
+    }
+}
+
+/// What the driver takes from `struct virtio_gpu_config` (§5.7.4).
+struct GpuConfig {
+    num_scanouts: u32,
+}
+
+impl DeviceConfig for GpuConfig {
+    fn read(fields: &mut ConfigFields<'_>, _: Features) -> Result<Self, BringUpError> {
+        const NUM_SCANOUTS: usize = 8;
+        let num_scanouts = fields.u32(NUM_SCANOUTS)?;
+        // §5.7.4: at least 1, at most 16 (VIRTIO_GPU_MAX_SCANOUTS).
+        if !(1..=16).contains(&num_scanouts) {
+            return Err(BringUpError::BadConfig("num_scanouts outside 1..=16"));
+        }
+        Ok(Self { num_scanouts })
+    }
+}
 
 /// Why the GPU could not be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +180,8 @@ pub struct GpuDevice {
     next_fence: AtomicU64,
     next_resource: AtomicU32,
     display: Rect,
-    _transport: SpinLock<VirtioPci>,
+    /// Transport, owned for the device's lifetime.
+    virtio: VirtioDevice,
 }
 
 static DEVICE: spin::Once<Option<GpuDevice>> = spin::Once::new();
@@ -168,26 +212,18 @@ pub fn device() -> Option<&'static GpuDevice> {
 }
 
 impl GpuDevice {
-    fn probe() -> Result<Self, &'static str> {
-        let function = crate::pci::find(0x1af4, 0x1050).next().ok_or("no device")?;
-        let mut transport = VirtioPci::new(function).map_err(|_| "unusable transport")?;
-        let features = vireo_virtio::negotiate_features(&mut transport, Features::EVENT_IDX)
-            .map_err(|_| "feature negotiation failed")?;
-        let mut queue = SplitQueue::new(
-            &KernelHal,
-            &mut transport,
-            QueueConfig { index: CONTROL_QUEUE, size: QUEUE_SIZE, features, indirect_max: 0 },
-        )
-        .map_err(|_| "control queue setup failed")?;
-        // Polled: the device need not interrupt.
-        queue.disable_interrupts().map_err(|_| "control queue broken")?;
-        let notifier = transport.queue_notifier(CONTROL_QUEUE).ok_or("bad notify offset")?;
-        let page = DmaChain::new(Dma::new(KernelHal, 1).map_err(|_| "no DMA memory")?);
-        let status = transport.status();
-        transport.set_status(status | DeviceStatus::DRIVER_OK);
+    fn probe() -> Result<Self, Failed> {
+        let Running { device: virtio, config, mut queues, .. } = bringup::probe::<GpuDriver>()?;
+        let Queue { ring, notifier, .. } = queues.pop().expect("one queue planned");
+        let page = match Dma::new(KernelHal, 1) {
+            Ok(dma) => DmaChain::new(dma),
+            Err(_) => {
+                return Err(virtio.fail(alloc::vec![ring], BringUpError::Driver("no DMA memory")));
+            }
+        };
         let mut device = Self {
             control: SpinLock::new(Control {
-                queue,
+                queue: ring,
                 notifier,
                 pages: alloc::vec![page],
                 finished: alloc::vec::Vec::new(),
@@ -198,16 +234,39 @@ impl GpuDevice {
             next_fence: AtomicU64::new(1),
             next_resource: AtomicU32::new(1),
             display: Rect::default(),
-            _transport: SpinLock::new(transport),
+            virtio,
         };
-        let info =
-            device.execute(&protocol::GetDisplayInfo, None).map_err(|_| "no display info")?;
-        let display = info.0.iter().find(|d| d.is_enabled).ok_or("no enabled scanout")?;
+        match device.find_display(config.num_scanouts) {
+            Ok(display) => {
+                device.display = display;
+                Ok(device)
+            }
+            Err(why) => Err(device.abandon(why)),
+        }
+    }
+
+    /// The first enabled scanout's mode (§5.7.6.8, GET_DISPLAY_INFO).
+    fn find_display(&self, scanouts: u32) -> Result<Rect, &'static str> {
+        let info = self.execute(&protocol::GetDisplayInfo, None).map_err(|_| "no display info")?;
+        let display = info
+            .0
+            .iter()
+            .take(scanouts as usize)
+            .find(|d| d.is_enabled)
+            .ok_or("no enabled scanout")?;
         if display.rect.is_empty() || display.rect.width > 8192 || display.rect.height > 8192 {
             return Err("implausible display size");
         }
-        device.display = display.rect;
-        Ok(device)
+        Ok(display.rect)
+    }
+
+    /// Hands a device that failed after DRIVER_OK back to bring-up's
+    /// failure path, with its queue (and whatever the device still holds in
+    /// it). Only before the device is published.
+    fn abandon(self, why: &'static str) -> Failed {
+        let Self { control, virtio, .. } = self;
+        let Control { queue, .. } = control.into_inner();
+        virtio.fail(alloc::vec![queue], BringUpError::Driver(why))
     }
 
     /// Scanout 0's mode.
@@ -370,7 +429,7 @@ impl GpuDevice {
     ) -> Result<(), GpuDeviceError> {
         let count = tokens.iter().flatten().count();
         let last = count.saturating_sub(1);
-        let deadline = crate::time::uptime_us() + COMMAND_TIMEOUT_US;
+        let deadline = crate::platform::time::uptime_us() + COMMAND_TIMEOUT_US;
         let mut outstanding = count;
         let mut result = Ok(());
         while outstanding > 0 {
@@ -399,7 +458,7 @@ impl GpuDevice {
                     }
                     self.control.lock().pages.push(used.buffers);
                 }
-                Ok(None) if crate::time::uptime_us() > deadline => {
+                Ok(None) if crate::platform::time::uptime_us() > deadline => {
                     // The pages stay with the queue: the device may still
                     // write them.
                     self.is_broken.store(true, Ordering::Release);

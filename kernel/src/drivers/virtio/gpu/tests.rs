@@ -109,7 +109,7 @@ ktest!(
     fn transport_checks_hold_on_a_live_device() {
         use vireo_virtio::Transport;
         let device = gpu()?;
-        let mut transport = device._transport.lock();
+        let mut transport = device.virtio.transport();
         let queues = transport.num_queues();
         check!(queues >= 2, "controlq and cursorq expected");
         check_eq!(transport.max_queue_size(queues), 0);

@@ -12,7 +12,7 @@ use super::{ERROR, SPURIOUS, TIMER};
 use crate::arch::interrupts::{self, InterruptFrame, IrqError};
 use crate::mm::mmio::{self, MmioRegion};
 use crate::mm::paging::MapError;
-use crate::time;
+use crate::platform::time;
 use core::arch::x86_64::{__cpuid, __cpuid_count};
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use x86_64::registers::model_specific::Msr;
@@ -112,7 +112,7 @@ fn choose_mode() -> Result<Mode, LapicError> {
     let mode = if cpu_has_x2apic() {
         Mode::X2Apic
     } else {
-        let phys = crate::acpi::try_platform().map_or_else(
+        let phys = crate::platform::acpi::try_platform().map_or_else(
             // SAFETY: IA32_APIC_BASE exists on every CPU with an APIC.
             || x86_64::PhysAddr::new(unsafe { Msr::new(IA32_APIC_BASE).read() } & !0xfff),
             |platform| platform.lapic_phys,
@@ -191,7 +191,7 @@ pub fn init_this_cpu() -> Result<(), LapicError> {
 
 /// LINT1 as NMI when the MADT says so for this CPU (or for all), else masked.
 fn lint1_setting() -> u32 {
-    let Some(platform) = crate::acpi::try_platform() else { return LVT_MASKED };
+    let Some(platform) = crate::platform::acpi::try_platform() else { return LVT_MASKED };
     let me = id();
     let uid = platform.cpus.iter().find(|cpu| cpu.apic_id == me).map(|cpu| cpu.processor_uid);
     let nmi = platform.lapic_nmis.iter().find(|nmi| {

@@ -7,8 +7,8 @@
 //! than its fixed part), and none of that may hang or panic the kernel.
 //! Every read goes through `get`, which returns `None` past the end.
 
-use crate::arch::apic::{Polarity, TriggerMode};
 use crate::mm::PhysAddr;
+use crate::platform::apic::{Polarity, TriggerMode};
 use alloc::vec::Vec;
 
 /// Length of the common System Description Table header (ACPI 6.5 §5.2.6).

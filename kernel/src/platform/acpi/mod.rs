@@ -11,8 +11,8 @@ mod tables;
 
 pub use tables::{CpuInfo, HpetInfo, IoApicInfo, IsaOverride, LapicNmi, PciSegment, TableError};
 
-use crate::arch::apic::{Polarity, TriggerMode, lapic};
 use crate::mm::{self, PAGE_SIZE, PhysAddr, mmio, paging};
+use crate::platform::apic::{Polarity, TriggerMode, lapic};
 use ::acpi::{AcpiHandler, AcpiTable, AcpiTables, PhysicalMapping};
 use alloc::vec;
 use alloc::vec::Vec;
@@ -191,7 +191,7 @@ fn find<T: AcpiTable>(tables: &AcpiTables<KernelAcpiHandler>) -> Option<Vec<u8>>
 }
 
 fn discover() -> Result<PlatformInfo, PlatformError> {
-    let rsdp = crate::boot_info::get().rsdp.ok_or(PlatformError::NoRsdp)?;
+    let rsdp = crate::arch::boot_info::get().rsdp.ok_or(PlatformError::NoRsdp)?;
     // SAFETY: the PVH loader's RSDP address; the crate validates signature
     // and checksum before following it.
     let tables = unsafe { AcpiTables::from_rsdp(KernelAcpiHandler, rsdp.as_u64() as usize) }

@@ -7,9 +7,9 @@
 //! accesses are serialised by a lock, taken with interrupts off.
 
 use super::{Polarity, TriggerMode};
-use crate::acpi::{self, IsaRoute};
 use crate::mm::mmio::{self, MmioRegion};
 use crate::mm::paging::MapError;
+use crate::platform::acpi::{self, IsaRoute};
 use alloc::vec::Vec;
 
 const IOREGSEL: u64 = 0x00;

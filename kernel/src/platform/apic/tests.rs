@@ -6,9 +6,10 @@
 //! fails the test instead of hanging it), and restores everything.
 
 use super::{Polarity, TriggerMode, ioapic, lapic, timer};
-use crate::arch::hpet;
 use crate::arch::interrupts::{self, InterruptFrame};
-use crate::{check, check_eq, check_ok, ktest, time};
+use crate::platform::hpet;
+use crate::platform::time;
+use crate::{check, check_eq, check_ok, ktest};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 const TIMER_TEST_VECTOR: u8 = 0xe0;
@@ -65,7 +66,7 @@ fn interrupts_after_n(
 /// Runs a test that programs the local APIC timer, which the scheduler
 /// otherwise owns (its tick would re-arm the timer in the middle).
 fn with_timer<R>(f: impl FnOnce() -> R) -> R {
-    crate::sched::timer::with_local_timer_lent(|| {
+    timer::with_timer_lent(|| {
         let result = f();
         lapic::stop_timer();
         result
@@ -145,7 +146,7 @@ ktest!(
 
 ktest!(
     fn ipi_to_all_but_self_reaches_every_other_cpu() {
-        let others = crate::acpi::platform().usable_cpus().count() - 1;
+        let others = crate::platform::acpi::platform().usable_cpus().count() - 1;
         let mut sent = Ok(());
         let hits =
             check_ok!(interrupts_after_n(ALL_BUT_SELF_TEST_VECTOR, others, TIMEOUT_US, || {

@@ -166,19 +166,15 @@ mod tests {
             // its reading: time must never go backwards between CPUs.
             let last = Arc::new(AtomicU64::new(now_ns()));
             let backwards = Arc::new(AtomicU64::new(0));
-            for cpu in 0..crate::smp::online_cpus() as u32 {
-                let (last, backwards) = (last.clone(), backwards.clone());
-                crate::sched::spawn("clock", crate::sched::Placement::Pinned(cpu), move || {
-                    for _ in 0..100 {
-                        let now = now_ns();
-                        if now < last.swap(now, Ordering::AcqRel) {
-                            backwards.fetch_add(1, Ordering::Relaxed);
-                        }
+            let (readers_last, readers_backwards) = (last.clone(), backwards.clone());
+            crate::ktest::on_each_cpu_in_turn(move |_| {
+                for _ in 0..100 {
+                    let now = now_ns();
+                    if now < readers_last.swap(now, Ordering::AcqRel) {
+                        readers_backwards.fetch_add(1, Ordering::Relaxed);
                     }
-                })
-                .expect("spawn failed")
-                .join();
-            }
+                }
+            })?;
             check!(backwards.load(Ordering::Relaxed) == 0, "clock went backwards");
             Ok(())
         }

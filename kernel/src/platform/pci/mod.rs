@@ -155,7 +155,7 @@ const HEADER_PCI_BRIDGE: u8 = 0x01;
 const BRIDGE_SECONDARY_BUS: u16 = 0x19;
 
 struct Scanner {
-    segment: crate::acpi::PciSegment,
+    segment: crate::platform::acpi::PciSegment,
     found: Vec<Function>,
     buses_seen: [bool; 256],
 }
@@ -219,7 +219,7 @@ impl Scanner {
 pub fn init() -> &'static [Function] {
     FUNCTIONS.call_once(|| {
         let mut found = Vec::new();
-        for &segment in &crate::acpi::platform().pci_segments {
+        for &segment in &crate::platform::acpi::platform().pci_segments {
             let mut scanner = Scanner { segment, found: Vec::new(), buses_seen: [false; 256] };
             scanner.scan_bus(segment.bus_start);
             found.append(&mut scanner.found);

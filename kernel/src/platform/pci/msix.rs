@@ -43,6 +43,19 @@ impl From<super::config::BadOffset> for MsixError {
     }
 }
 
+/// The MSI-X capability of `function` and its table size (§6.8.2.3:
+/// Message Control holds the size minus one).
+fn capability_and_size(
+    function: &Function,
+) -> Result<(super::capability::Capability, u16), MsixError> {
+    let capability = function
+        .capabilities()
+        .find(|capability| capability.id == id::MSI_X)
+        .ok_or(MsixError::NotSupported)?;
+    let control = function.config.read_u16(capability.offset + MESSAGE_CONTROL)?;
+    Ok((capability, (control & CONTROL_TABLE_SIZE_MASK) + 1))
+}
+
 /// A function's MSI-X table.
 #[derive(Debug)]
 pub struct MsiX {
@@ -59,13 +72,8 @@ impl MsiX {
     /// # Errors
     /// [`MsixError`] when the capability is missing or its table unusable.
     pub fn new(function: &Function) -> Result<Self, MsixError> {
-        let capability = function
-            .capabilities()
-            .find(|capability| capability.id == id::MSI_X)
-            .ok_or(MsixError::NotSupported)?;
+        let (capability, table_size) = capability_and_size(function)?;
         let config = function.config;
-        let control = config.read_u16(capability.offset + MESSAGE_CONTROL)?;
-        let table_size = (control & CONTROL_TABLE_SIZE_MASK) + 1;
         let table_location = config.read_u32(capability.offset + TABLE_OFFSET_BIR)?;
         let bar = function.memory_bar((table_location & 0x7) as u8).map_err(MsixError::Bar)?;
         let table_offset = u64::from(table_location & !0x7);
@@ -87,6 +95,16 @@ impl MsiX {
     /// Entries in the table.
     pub fn table_size(&self) -> u16 {
         self.table_size
+    }
+
+    /// Entries in `function`'s table, read from its capability alone:
+    /// cheaper than [`MsiX::new`], whose BAR sizing briefly turns memory
+    /// decoding off (which QEMU pays for with a remap of guest memory).
+    ///
+    /// # Errors
+    /// [`MsixError::NotSupported`] without the capability.
+    pub fn table_size_of(function: &Function) -> Result<u16, MsixError> {
+        capability_and_size(function).map(|(_, size)| size)
     }
 
     fn entry_word(&self, entry: u16, word: u64) -> *mut u32 {

@@ -1,11 +1,17 @@
 //! The local APIC timer (Intel SDM Vol. 3A §11.5.4): one-shot countdown
 //! at bus clock / 16, calibrated against the TSC, or TSC-deadline mode
 //! where CPUID offers it. Acts on the calling CPU's timer.
+//!
+//! Its owner is the scheduler's tick, which arms it through
+//! [`set_deadline_tsc`]. Tests of the timer itself borrow it with
+//! [`with_timer_lent`], so the tick cannot re-arm it under them.
 
 use super::TIMER;
 use super::lapic::{LVT_MASKED, LVT_TIMER, TIMER_INITIAL, cpuid_bit, read, write};
-use crate::time;
-use core::sync::atomic::{AtomicU64, Ordering};
+use crate::arch::percpu::{self, MAX_CPUS};
+use crate::platform::time;
+use crate::sync::PreemptGuard;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use x86_64::registers::model_specific::Msr;
 
 const IA32_TSC_DEADLINE: u32 = 0x6e0;
@@ -16,6 +22,8 @@ const TIMER_TSC_DEADLINE: u32 = 0b10 << 17;
 const CALIBRATION_US: u64 = 2_000;
 
 static TIMER_HZ: AtomicU64 = AtomicU64::new(0);
+/// Per CPU: whether a test has borrowed this CPU's timer from its owner.
+static LENT: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 
 /// Whether the timer supports TSC-deadline mode (CPUID leaf 1 ECX bit 24).
 pub fn has_tsc_deadline() -> bool {
@@ -74,9 +82,30 @@ pub fn set_oneshot_ns(ns: u64) {
 }
 
 /// Fires [`TIMER`] once when the TSC reaches `tsc`: TSC-deadline mode where
-/// available, else a one-shot countdown for the remaining time.
+/// available, else a one-shot countdown for the remaining time. The owner's
+/// call: dropped while the timer is lent. Interrupts must be off (the
+/// caller must stay on this CPU).
 pub fn set_deadline_tsc(tsc: u64) {
-    program_deadline(TIMER, tsc);
+    if !LENT[percpu::cpu_id() as usize].load(Ordering::Relaxed) {
+        program_deadline(TIMER, tsc);
+    }
+}
+
+/// Lends this CPU's timer to `f` (tests of the timer itself): its owner's
+/// [`set_deadline_tsc`] calls are dropped meanwhile, so ticks and sleep
+/// wake-ups on this CPU pause; afterwards [`TIMER`] fires at once, and the
+/// owner's handler re-arms it. The caller stays on this CPU throughout.
+pub fn with_timer_lent<R>(f: impl FnOnce() -> R) -> R {
+    let pinned = PreemptGuard::new();
+    let lent = &LENT[pinned.cpu_id() as usize];
+    lent.store(true, Ordering::Relaxed);
+    let result = f();
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        lent.store(false, Ordering::Relaxed);
+        // A deadline already passed fires at once.
+        program_deadline(TIMER, time::rdtsc());
+    });
+    result
 }
 
 /// Disarms and masks this CPU's timer.

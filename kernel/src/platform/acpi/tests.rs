@@ -3,7 +3,7 @@
 
 use super::tables::{self, SDT_HEADER_LEN, TableError};
 use super::{Source, platform};
-use crate::arch::apic::{Polarity, TriggerMode, lapic};
+use crate::platform::apic::{Polarity, TriggerMode, lapic};
 use crate::{check, check_eq, check_ok, ktest};
 use alloc::vec::Vec;
 use x86_64::instructions::port::Port;
@@ -25,6 +25,20 @@ fn qemu_cpu_count() -> Option<u16> {
         Some(u16::from_le_bytes([data.read(), data.read()]))
     }
 }
+
+ktest!(
+    fn rsdp_has_signature_and_checksum() {
+        // The address the PVH start info handed over (`arch::boot_info`).
+        let rsdp = check_ok!(crate::arch::boot_info::get().rsdp.ok_or("no RSDP"));
+        let bytes = crate::mm::phys_to_virt(rsdp).as_ptr::<[u8; 20]>();
+        // SAFETY: the RSDP lies in firmware memory covered by the direct map.
+        let bytes = unsafe { bytes.read_unaligned() };
+        check_eq!(&bytes[..8], b"RSD PTR ");
+        let sum = bytes.iter().fold(0u8, |sum, &byte| sum.wrapping_add(byte));
+        check_eq!(sum, 0);
+        Ok(())
+    }
+);
 
 ktest!(
     fn tables_came_from_acpi() {

@@ -320,8 +320,8 @@ pub fn irq_depth() -> u32 {
 #[macro_export]
 macro_rules! count_event {
     ($counter:ident) => {{
-        const OFFSET: usize = core::mem::offset_of!($crate::smp::percpu::PerCpu, counters)
-            + core::mem::offset_of!($crate::smp::percpu::CpuCounters, $counter);
+        const OFFSET: usize = core::mem::offset_of!($crate::arch::percpu::PerCpu, counters)
+            + core::mem::offset_of!($crate::arch::percpu::CpuCounters, $counter);
         // SAFETY: one increment of a counter in this CPU's block; only this
         // CPU writes it, remote readers use aligned atomic loads.
         unsafe { core::arch::asm!("inc qword ptr gs:[{off}]", off = const OFFSET, options(nostack)) };

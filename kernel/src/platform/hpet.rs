@@ -6,10 +6,10 @@
 //! 64-bit and may be accessed as such.
 
 use super::apic::TriggerMode;
-use crate::acpi;
 use crate::mm::mmio::{self, MmioRegion};
 use crate::mm::paging::MapError;
-use crate::time;
+use crate::platform::acpi;
+use crate::platform::time;
 
 const CAPABILITIES: u64 = 0x000;
 const CONFIG: u64 = 0x010;

@@ -1,0 +1,107 @@
+//! Giving a device up after bring-up touched it.
+//!
+//! The device may hold the addresses of everything it was given — the
+//! rings of every queue created so far, and the buffers in them — and may
+//! write them until it has reset (§2.4: after a reset the device uses no
+//! buffers). Only a reset whose status reads back 0 proves that; the
+//! crate's reset gives up after a bounded number of reads. So:
+//! - reset proven: the queues are dropped (their rings freed) and the
+//!   interrupt vectors released;
+//! - reset not proven: every queue is forgotten, rings and buffers leaked,
+//!   and the vectors stay installed so that a late message still gets its
+//!   EOI. Leaking is safe; memory the device writes after it was freed is
+//!   not.
+//!
+//! Either way MSI-X is switched off first, so no message is routed to a
+//! vector that is being released.
+
+use super::{BringUpError, PciTransport, VirtioDevice};
+use crate::arch::interrupts;
+use crate::drivers::virtio::hal::KernelHal;
+use alloc::vec::Vec;
+use core::fmt;
+use vireo_virtio::{DeviceStatus, SplitQueue};
+
+/// What became of a device whose bring-up failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Teardown {
+    /// It was never touched (not found, or no usable transport).
+    Untouched,
+    /// FAILED was set and the device reset; nothing it was given is in use.
+    Reset,
+    /// FAILED was set but the reset never completed: its queues (this many)
+    /// were leaked with everything in them.
+    ResetIncomplete {
+        /// Queues leaked.
+        leaked_queues: usize,
+    },
+}
+
+/// A failed bring-up: why, and what was done about the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failed {
+    /// The cause.
+    pub error: BringUpError,
+    /// The device's state afterwards.
+    pub teardown: Teardown,
+}
+
+impl Failed {
+    pub(super) fn untouched(error: BringUpError) -> Self {
+        Self { error, teardown: Teardown::Untouched }
+    }
+}
+
+impl fmt::Display for Failed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.teardown {
+            Teardown::Untouched => write!(f, "{:?}", self.error),
+            Teardown::Reset => write!(f, "{:?}; device marked FAILED and reset", self.error),
+            Teardown::ResetIncomplete { leaked_queues } => write!(
+                f,
+                "{:?}; device marked FAILED but did not reset: {leaked_queues} queues leaked",
+                self.error
+            ),
+        }
+    }
+}
+
+impl<T: PciTransport> VirtioDevice<T> {
+    /// Gives the device up: sets FAILED (§2.1.2: the driver has given up on
+    /// the device; §3.1.1: it SHOULD set it when a step goes irrecoverably
+    /// wrong), switches MSI-X off and resets the device, then frees `queues`
+    /// only if the reset completed (see the module description). `queues`
+    /// must be every queue created on this device, the driver's included.
+    pub fn fail<B>(mut self, queues: Vec<SplitQueue<KernelHal, B>>, error: BringUpError) -> Failed {
+        let status = self.transport.get_mut().status();
+        self.transport.get_mut().set_status(status | DeviceStatus::FAILED);
+        if let Some(msix) = &self.msix {
+            for entry in 0..msix.table_size() {
+                let _ = msix.set_masked(entry, true);
+            }
+            // Best effort: a function whose configuration space cannot be
+            // written is masked entry by entry above.
+            let _ = msix.disable();
+        }
+        let teardown = match self.transport.get_mut().reset() {
+            Ok(()) => {
+                drop(queues);
+                if let Some(run) = self.vectors.take() {
+                    for vector in run.first..run.first + run.count {
+                        interrupts::unregister_irq(vector);
+                    }
+                }
+                Teardown::Reset
+            }
+            Err(_) => {
+                let leaked_queues = queues.len();
+                for queue in queues {
+                    core::mem::forget(queue);
+                }
+                log::error!("{}: device did not reset; {leaked_queues} queues leaked", self.name);
+                Teardown::ResetIncomplete { leaked_queues }
+            }
+        };
+        Failed { error, teardown }
+    }
+}
