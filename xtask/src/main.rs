@@ -8,6 +8,7 @@
 mod bench;
 mod cmds;
 mod host;
+mod hostile;
 mod ktest;
 mod qemu;
 mod selftest;
@@ -98,6 +99,9 @@ enum Cmd {
         #[arg(long)]
         peer: bool,
     },
+    /// Boot against the lying vhost-user virtio-blk device
+    /// (tools/hostile-blk), one boot per scenario.
+    Hostile(hostile::HostileArgs),
     /// cargo clean.
     Clean,
 }
@@ -115,6 +119,7 @@ fn main() {
         Cmd::BootLog { boot, timeout, echo } => ctx.boot_log(&boot, timeout, echo),
         Cmd::Debug { boot, timeout } => ctx.debug(&boot, timeout),
         Cmd::Bench { boot, timeout, peer } => ctx.bench(&boot, timeout, peer),
+        Cmd::Hostile(args) => std::process::exit(hostile::command(&ctx, &args)),
         Cmd::Clean => ctx.clean(),
     };
     if let Err(e) = result {
