@@ -7,11 +7,15 @@
 //! late completions and interrupt storms run on threads of their own.
 
 use crate::config::BlkConfig;
+use crate::config_change::{self, Flapper};
 use crate::lies::{self, Ctx};
 use crate::request::{Request, Segment};
 use crate::scenario::{Planner, ProtocolLie, Scenario};
 use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use vhost::vhost_user::Backend;
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{ShutdownHandle, VhostUserBackendMut, VringRwLock, VringT};
 use virtio_bindings::bindings::virtio_blk::{
@@ -25,6 +29,9 @@ use virtio_bindings::bindings::virtio_ring::{
 use virtio_queue::QueueT;
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
+};
 
 /// The largest ring QEMU may ask for (its `queue-size` property defaults
 /// to 128).
@@ -55,6 +62,10 @@ pub struct HostileBlk {
     lies_told: u64,
     /// Closes the vhost-user connection (set once QEMU connected).
     hang_up: Arc<Mutex<Option<ShutdownHandle>>>,
+    /// `generation-unsettled`: the flapping capacity and the channel to
+    /// tell QEMU about it.
+    flapper: Option<Arc<Flapper>>,
+    backend_channel: Option<OwnedFd>,
 }
 
 impl HostileBlk {
@@ -74,7 +85,11 @@ impl HostileBlk {
             log(format_args!("config lie: {:?} (honest: {:?})", config, honest));
         }
         let held = vec![Vec::new(); settings.queues];
+        let flapper = (settings.scenario.protocol_lie() == Some(ProtocolLie::GenerationUnsettled))
+            .then(|| Flapper::new(config.capacity_sectors));
         Self {
+            flapper,
+            backend_channel: None,
             settings,
             config,
             event_idx: false,
@@ -231,10 +246,24 @@ impl VhostUserBackendMut for HostileBlk {
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
         // QEMU 7.2's vhost-user-blk needs CONFIG (it fails realize without
         // GET_CONFIG) and MQ (GET_QUEUE_NUM, for num-queues > 1);
-        // REPLY_ACK lets it check each memory-table update.
+        // REPLY_ACK lets it check each memory-table update; BACKEND_REQ
+        // gives the backend a channel to report config changes on.
         VhostUserProtocolFeatures::CONFIG
             | VhostUserProtocolFeatures::MQ
             | VhostUserProtocolFeatures::REPLY_ACK
+            | VhostUserProtocolFeatures::BACKEND_REQ
+    }
+
+    fn set_backend_req_fd(&mut self, _backend: Backend) {
+        if self.flapper.is_some() {
+            self.backend_channel = config_change::find_backend_channel();
+        }
+    }
+
+    /// Lets the library stop the queue worker when a connection ends (it
+    /// joins the worker then), so a reconnection gets a fresh one.
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        new_event_consumer_and_notifier(EventFlag::NONBLOCK).ok()
     }
 
     fn set_event_idx(&mut self, enabled: bool) {
@@ -242,10 +271,15 @@ impl VhostUserBackendMut for HostileBlk {
     }
 
     fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
-        self.config.read(offset, size)
+        let mut config = self.config;
+        if let Some(flapper) = &self.flapper {
+            config.capacity_sectors = flapper.capacity_sectors.load(Ordering::Relaxed);
+        }
+        config.read(offset, size)
     }
 
     fn update_memory(&mut self, mem: GuestMemoryAtomic<GuestMemoryMmap>) -> std::io::Result<()> {
+        log(format_args!("memory table set (device start)"));
         // QEMU starts the device at DRIVER_OK with SET_FEATURES (the
         // driver's features) and then the memory table; it also sends a
         // SET_FEATURES of its own when it connects, so the memory table is
@@ -255,12 +289,21 @@ impl VhostUserBackendMut for HostileBlk {
             self.hang_up();
             return Err(std::io::Error::other("features refused"));
         }
+        if let (Some(flapper), Some(channel)) = (&self.flapper, self.backend_channel.take()) {
+            log(format_args!("lie: capacity flaps from now on; config change every 2 ms"));
+            flapper.start(channel);
+        }
         self.mem = mem;
         Ok(())
     }
 
     fn stop_vring(&mut self, queue_index: u32) -> std::io::Result<()> {
-        if self.settings.scenario.protocol_lie() == Some(ProtocolLie::ResetNeverFinishes) {
+        log(format_args!("queue {queue_index} stopped (GET_VRING_BASE)"));
+        // Only a reset after real I/O: QEMU also stops the device once
+        // during the driver's probe, and the lie is about the reset path.
+        if self.settings.scenario.protocol_lie() == Some(ProtocolLie::ResetNeverFinishes)
+            && self.planner.past_honest_start()
+        {
             log(format_args!("lie: never answering GET_VRING_BASE for queue {queue_index}"));
             loop {
                 std::thread::park();

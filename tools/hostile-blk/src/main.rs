@@ -10,6 +10,7 @@
 //! logs every lie it tells to stderr.
 
 mod config;
+mod config_change;
 mod device;
 mod late;
 mod lies;
@@ -26,6 +27,9 @@ use std::sync::{Arc, Mutex};
 use vhost::vhost_user::Listener;
 use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+
+/// Connections a reconnecting scenario serves before it stops listening.
+const MAX_CONNECTIONS: u32 = 4;
 
 #[derive(Parser)]
 #[command(name = "hostile-blk", about = "A vhost-user virtio-blk device that can lie")]
@@ -105,23 +109,31 @@ fn run(cli: &Cli) -> Result<(), String> {
     let planner = Planner::new(cli.scenario, cli.at, cli.seed);
     let backend = Arc::new(Mutex::new(HostileBlk::new(settings, planner, mem.clone())));
     let hang_up = backend.lock().expect("backend").hang_up_slot();
-    let mut daemon = VhostUserDaemon::new("hostile-blk".into(), backend.clone(), mem)
-        .map_err(|e| format!("cannot create the daemon: {e}"))?;
     let socket = socket.to_str().ok_or("socket path is not UTF-8")?;
     let mut listener =
         Listener::new(socket, true).map_err(|e| format!("cannot listen on {socket}: {e}"))?;
     log(format_args!("listening on {socket}"));
-    daemon.start(&mut listener).map_err(|e| format!("accept failed: {e}"))?;
-    log(format_args!("QEMU connected"));
-    *hang_up.lock().expect("hang-up slot") = daemon.shutdown_handle();
-    let ended = daemon.wait();
-    log(format_args!(
-        "connection closed ({}): {}",
-        match &ended {
-            Ok(()) => "cleanly".to_string(),
-            Err(e) => e.to_string(),
-        },
-        backend.lock().expect("backend").summary()
-    ));
+    for connection in 1.. {
+        // A fresh daemon per connection: the library's handler keeps
+        // per-connection state (owner, rings) that a reconnection must not see.
+        let mut daemon = VhostUserDaemon::new("hostile-blk".into(), backend.clone(), mem.clone())
+            .map_err(|e| format!("cannot create the daemon: {e}"))?;
+        daemon.start(&mut listener).map_err(|e| format!("accept failed: {e}"))?;
+        log(format_args!("QEMU connected (connection {connection})"));
+        *hang_up.lock().expect("hang-up slot") = daemon.shutdown_handle();
+        let ended = daemon.wait();
+        log(format_args!(
+            "connection {connection} closed ({}): {}",
+            match &ended {
+                Ok(()) => "cleanly".to_string(),
+                Err(e) => e.to_string(),
+            },
+            backend.lock().expect("backend").summary()
+        ));
+        if !cli.scenario.reconnects() || connection == MAX_CONNECTIONS {
+            break;
+        }
+        log(format_args!("waiting for QEMU to reconnect"));
+    }
     Ok(())
 }

@@ -48,6 +48,9 @@ pub enum ProtocolLie {
     RefuseFeatures,
     /// Never answer `GET_VRING_BASE`, QEMU's step of a device reset.
     ResetNeverFinishes,
+    /// Flap the capacity and tell QEMU every 2 ms, so the config
+    /// generation never settles (config_change.rs).
+    GenerationUnsettled,
 }
 
 /// One boot's misbehaviour, chosen by the runner.
@@ -72,10 +75,13 @@ pub enum Scenario {
     NumQueuesZero,
     NumQueuesMax,
     SegMaxZero,
+    #[value(name = "blk-size-3")]
     BlkSize3,
+    GenerationUnsettled,
     RefuseFeatures,
     ResetNeverFinishes,
     DropSocket,
+    DropSocketReconnect,
     Fuzz,
 }
 
@@ -127,9 +133,10 @@ impl Scenario {
             S::NumQueuesMax => Kind::Config(ConfigLie::NumQueuesMax),
             S::SegMaxZero => Kind::Config(ConfigLie::SegMaxZero),
             S::BlkSize3 => Kind::Config(ConfigLie::BlkSize3),
+            S::GenerationUnsettled => Kind::Protocol(ProtocolLie::GenerationUnsettled),
             S::RefuseFeatures => Kind::Protocol(ProtocolLie::RefuseFeatures),
             S::ResetNeverFinishes => Kind::Protocol(ProtocolLie::ResetNeverFinishes),
-            S::DropSocket => Kind::Once(Lie::HangUp),
+            S::DropSocket | S::DropSocketReconnect => Kind::Once(Lie::HangUp),
             S::Fuzz => Kind::Fuzz,
         }
     }
@@ -157,9 +164,18 @@ impl Scenario {
             S::NumQueuesMax => "config: num_queues 65535",
             S::SegMaxZero => "config: seg_max 0",
             S::BlkSize3 => "config: blk_size 3",
+            S::GenerationUnsettled => {
+                "after DRIVER_OK the capacity flaps and QEMU is told every 2 ms: \
+                 the config generation never settles"
+            }
             S::RefuseFeatures => "hang up when QEMU starts the device with the driver's features",
-            S::ResetNeverFinishes => "never answer GET_VRING_BASE when the driver resets",
-            S::DropSocket => "close the vhost-user socket at request --at",
+            S::ResetNeverFinishes => {
+                "once --at requests were served, never answer GET_VRING_BASE (a reset)"
+            }
+            S::DropSocket => "close the vhost-user socket at request --at and stay away",
+            S::DropSocketReconnect => {
+                "close the vhost-user socket at request --at, then take QEMU's reconnection"
+            }
             S::Fuzz => "a random lie on random requests, each logged with the seed",
         }
     }
@@ -174,6 +190,11 @@ impl Scenario {
             ),
             _ => None,
         }
+    }
+
+    /// Whether the backend serves again after the connection closed.
+    pub fn reconnects(self) -> bool {
+        self == Scenario::DropSocketReconnect
     }
 
     /// The name on the command line.
@@ -256,6 +277,11 @@ impl Planner {
         self.requests
     }
 
+    /// Whether the requests before the first lie have all been served.
+    pub fn past_honest_start(&self) -> bool {
+        self.requests >= self.first_lie_at
+    }
+
     /// The lie for the next request, if any.
     pub fn next(&mut self) -> Option<Lie> {
         let number = self.requests;
@@ -324,6 +350,7 @@ mod tests {
             assert_eq!(Scenario::from_str(&scenario.name(), false), Ok(*scenario));
         }
         assert_eq!(Scenario::UsedIdOutOfRange.name(), "used-id-out-of-range");
+        assert_eq!(Scenario::BlkSize3.name(), "blk-size-3");
         assert!(Scenario::Honest.config_lie().is_none());
     }
 }
