@@ -117,14 +117,16 @@ pub fn fatal_line(serial: &str) -> Option<&str> {
     serial.lines().map(str::trim).find(|l| l.starts_with("panic:") || l.starts_with("EXCEPTION:"))
 }
 
-/// `ktest: P passed, F failed` in the workload's output.
+/// The sum of the `ktest: P passed, F failed` lines in the workload's
+/// output (one per `ktest` command); `None` when there is none.
 pub fn ktest_summary(output: &str) -> Option<(u64, u64)> {
-    output.lines().rev().find_map(|line| {
+    let summaries = output.lines().filter_map(|line| {
         let rest = line.split_once("ktest: ")?.1;
         let (p, rest) = rest.split_once(" passed, ")?;
         let f = rest.split_once(" failed")?.0;
-        Some((p.trim().parse().ok()?, f.trim().parse().ok()?))
-    })
+        Some((p.trim().parse::<u64>().ok()?, f.trim().parse::<u64>().ok()?))
+    });
+    summaries.reduce(|(p, f), (p2, f2)| (p + p2, f + f2))
 }
 
 /// `frames: N free of M ...` from `mem`.
@@ -205,6 +207,10 @@ mod tests {
     #[test]
     fn parsers() {
         assert_eq!(ktest_summary(WORKLOAD), Some((7, 0)));
+        assert_eq!(
+            ktest_summary("ktest: 1 passed, 0 failed\nktest: 0 passed, 1 failed\n"),
+            Some((1, 1))
+        );
         assert_eq!(ktest_summary("nothing"), None);
         assert_eq!(free_frames(MEM), Some(100));
         assert_eq!(lies_told("hostile-blk: config lie: x\nhostile-blk: lie: y\nlie 3\n"), 2);

@@ -29,8 +29,15 @@ use session::{Guarded, PROMPT, Shell};
 /// until the driver handles them (issue 9).
 pub const MAKE_TEST_SCENARIOS: &[&str] = &["honest"];
 
-/// The in-kernel tests used as the workload (`ktest.filter` substring).
+/// The in-kernel tests used as the workload: those whose name contains
+/// this, one `ktest <name>` at a time.
 const BLK_TESTS: &str = "blk";
+/// Left out of the workload unless `--all-blk-tests`: it deadlocks on its
+/// own, against QEMU's built-in device too (1 boot in 6 from the shell,
+/// 3 in 6 against this backend). Four threads on one queue each hold up to
+/// 32 unwaited `Pending`s while blocking in `submit` for pool space that
+/// only their own `wait` would free.
+const KNOWN_DEADLOCKING: &[&str] = &["more_requests_than_the_pool_wait_for_space"];
 /// Queues the device offers; more than the runner's vCPUs, so the driver
 /// picks one per CPU.
 const QUEUES: u32 = 4;
@@ -61,6 +68,9 @@ pub struct HostileArgs {
     /// Do not rebuild the kernel.
     #[arg(long)]
     pub no_build: bool,
+    /// Also run the blk tests known to deadlock on their own.
+    #[arg(long)]
+    pub all_blk_tests: bool,
 }
 
 /// `(check name, Ok(detail) | Err(why))` per scenario run.
@@ -99,6 +109,7 @@ pub fn make_test_checks(ctx: &Ctx, smp: u32) -> Checks {
         at: 16,
         workload_timeout: 30,
         no_build: true,
+        all_blk_tests: false,
     };
     let names: Vec<String> = MAKE_TEST_SCENARIOS.iter().map(|s| s.to_string()).collect();
     run(ctx, &args, &names).unwrap_or_else(|e| vec![("hostile-blk".into(), Err(e))])
@@ -106,11 +117,7 @@ pub fn make_test_checks(ctx: &Ctx, smp: u32) -> Checks {
 
 /// Builds what is needed and runs `names` (all when empty); prints one
 /// `check` line per scenario and returns them.
-fn run(
-    ctx: &Ctx,
-    args: &HostileArgs,
-    names: &[String],
-) -> Result<Checks, String> {
+fn run(ctx: &Ctx, args: &HostileArgs, names: &[String]) -> Result<Checks, String> {
     let backend = build_backend(ctx)?;
     let all = list_scenarios(&backend)?;
     if args.list {
@@ -251,8 +258,22 @@ fn dialogue(shell: &mut Shell, args: &HostileArgs) -> Record {
         step
     };
     record.mem_before = Some(step("mem", short, &mut go));
+    let listing = step("tests", short, &mut go);
+    let tests = listing.output().map(|out| workload_tests(out, args.all_blk_tests));
     let workload = Duration::from_secs(args.workload_timeout);
-    record.workload = Some(step(&format!("ktest {BLK_TESTS}"), workload, &mut go));
+    let mut output = String::new();
+    let mut ran = Step::Skipped;
+    for test in tests.unwrap_or_default() {
+        ran = step(&format!("ktest {test}"), workload, &mut go);
+        match &ran {
+            Step::Answered(out) => output.push_str(out),
+            _ => break,
+        }
+    }
+    record.workload = Some(match ran {
+        Step::Answered(_) => Step::Answered(output),
+        other => other,
+    });
     record.mem_after = Some(step("mem", short, &mut go));
     record.blk_after = Some(step("blk", short, &mut go));
     if go {
@@ -261,6 +282,18 @@ fn dialogue(shell: &mut Shell, args: &HostileArgs) -> Record {
     shell.finish(Duration::from_secs(2));
     record.serial = shell.transcript.clone();
     record
+}
+
+/// The blk tests in the shell's `tests` listing, less the known-deadlocking
+/// ones unless `all` is set.
+fn workload_tests(listing: &str, all: bool) -> Vec<String> {
+    listing
+        .lines()
+        .map(str::trim)
+        .filter(|name| name.contains(BLK_TESTS) && name.contains("::"))
+        .filter(|name| all || !KNOWN_DEADLOCKING.iter().any(|bad| name.ends_with(bad)))
+        .map(String::from)
+        .collect()
 }
 
 /// The standard machine's arguments with the built-in `virtio-blk-pci`
@@ -302,8 +335,10 @@ fn vhost_user_args(standard: &[String], socket: &Path, queues: u32) -> Result<Ve
     }
     out.push("-object".into());
     out.push(format!("memory-backend-memfd,id=mem,size={memory},share=on"));
+    // reconnect=1: after the backend hangs up, QEMU dials again every
+    // second (the drop-socket-reconnect scenario answers).
     out.push("-chardev".into());
-    out.push(format!("socket,id=c0,path={}", socket.display()));
+    out.push(format!("socket,id=c0,path={},reconnect=1", socket.display()));
     Ok(out)
 }
 
@@ -327,7 +362,7 @@ mod tests {
         assert!(a.contains("-machine q35,memory-backend=mem"), "{a}");
         assert!(a.contains("-m 512M"), "{a}");
         assert!(a.contains("-object memory-backend-memfd,id=mem,size=512M,share=on"), "{a}");
-        assert!(a.contains("-chardev socket,id=c0,path=target/hostile/x.sock"), "{a}");
+        assert!(a.contains("-chardev socket,id=c0,path=target/hostile/x.sock,reconnect=1"), "{a}");
         assert!(
             a.contains("-device vhost-user-blk-pci,chardev=c0,num-queues=4,disable-legacy=on"),
             "{a}"
@@ -336,6 +371,14 @@ mod tests {
         assert!(!a.contains("vireo-disk.img"), "{a}");
         assert!(a.contains("-device virtio-gpu-pci"), "{a}");
         assert!(vhost_user_args(&["-m".into(), "1G".into()], Path::new("s"), 1).is_err());
+    }
+
+    #[test]
+    fn workload_is_every_blk_test_but_the_deadlocking_one() {
+        let listing = "tests\r\n  mm::frame::a\r\n  drivers::virtio::blk::flush_succeeds\r\n  \
+                       drivers::virtio::blk::more_requests_than_the_pool_wait_for_space\r\n";
+        assert_eq!(workload_tests(listing, false), vec!["drivers::virtio::blk::flush_succeeds"]);
+        assert_eq!(workload_tests(listing, true).len(), 2);
     }
 
     #[test]
