@@ -20,7 +20,7 @@ mod used_ring;
 
 use clap::{Parser, ValueEnum};
 use device::{HostileBlk, Settings, log};
-use scenario::{Planner, Scenario};
+use scenario::{Planner, Scenario, Start};
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -52,9 +52,10 @@ struct Cli {
     /// What to lie about.
     #[arg(long, value_enum, default_value_t = Scenario::Honest)]
     scenario: Scenario,
-    /// First request (counted over all queues from 0) a request lie may hit.
-    #[arg(long, default_value_t = 16)]
-    at: u64,
+    /// First request (counted over all queues from 0) a request lie may
+    /// hit; without it, the first request after the process gets SIGUSR1.
+    #[arg(long)]
+    at: Option<u64>,
     /// Seed of every random choice (which requests, which lie).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -96,17 +97,27 @@ fn run(cli: &Cli) -> Result<(), String> {
         scenario: cli.scenario,
         late_ms: cli.late_ms,
     };
+    let start = match cli.at {
+        Some(at) => Start::At(at),
+        None => {
+            arm_on_sigusr1();
+            Start::WhenArmed
+        }
+    };
     log(format_args!(
-        "scenario {} (seed {}, lies from request {}), {} sectors, {} queues{}",
+        "scenario {} (seed {}, lies from {}), {} sectors, {} queues{}",
         cli.scenario.name(),
         cli.seed,
-        cli.at,
+        match start {
+            Start::At(at) => format!("request {at}"),
+            Start::WhenArmed => "SIGUSR1".into(),
+        },
         settings.capacity_sectors,
         settings.queues,
         if cli.read_only { ", read-only" } else { "" }
     ));
     let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-    let planner = Planner::new(cli.scenario, cli.at, cli.seed);
+    let planner = Planner::new(cli.scenario, start, cli.seed);
     let backend = Arc::new(Mutex::new(HostileBlk::new(settings, planner, mem.clone())));
     let hang_up = backend.lock().expect("backend").hang_up_slot();
     let socket = socket.to_str().ok_or("socket path is not UTF-8")?;
@@ -136,4 +147,17 @@ fn run(cli: &Cli) -> Result<(), String> {
         log(format_args!("waiting for QEMU to reconnect"));
     }
     Ok(())
+}
+
+/// SIGUSR1 arms the request lies ([`scenario::arm`]).
+fn arm_on_sigusr1() {
+    extern "C" fn on_signal(_: libc::c_int) {
+        scenario::arm();
+    }
+    let handler: extern "C" fn(libc::c_int) = on_signal;
+    // SAFETY: the handler only stores to an atomic, which is
+    // async-signal-safe; it lives for the whole program.
+    unsafe {
+        libc::signal(libc::SIGUSR1, handler as libc::sighandler_t);
+    }
 }

@@ -9,6 +9,7 @@
 //! Every random choice comes from `--seed`, so a run replays exactly.
 
 use crate::config::ConfigLie;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What the backend does wrong with one request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -259,17 +260,48 @@ const FUZZ_LIES: &[Lie] = &[
     Lie::StatusLenZero,
 ];
 
+/// When request lies begin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// At this request number.
+    At(u64),
+    /// At the first request after [`arm`] was called (the runner's
+    /// SIGUSR1), so a lie meets the test the runner chose, however many
+    /// requests came before.
+    WhenArmed,
+}
+
+/// Set by [`arm`]; read by every [`Planner`] with [`Start::WhenArmed`].
+static ARMED: AtomicBool = AtomicBool::new(false);
+
+/// Lets lies begin (async-signal-safe: one atomic store).
+pub fn arm() {
+    ARMED.store(true, Ordering::Release);
+}
+
 /// Decides, request by request, which lie to tell.
 pub struct Planner {
     kind: Kind,
-    first_lie_at: u64,
+    start: Start,
     rng: Rng,
     requests: u64,
 }
 
 impl Planner {
-    pub fn new(scenario: Scenario, first_lie_at: u64, seed: u64) -> Self {
-        Self { kind: scenario.kind(), first_lie_at, rng: Rng::new(seed), requests: 0 }
+    pub fn new(scenario: Scenario, start: Start, seed: u64) -> Self {
+        Self { kind: scenario.kind(), start, rng: Rng::new(seed), requests: 0 }
+    }
+
+    /// The first request number that may be lied about, once known.
+    fn first_lie_at(&mut self) -> Option<u64> {
+        if self.start == Start::WhenArmed && ARMED.load(Ordering::Acquire) {
+            crate::device::log(format_args!("armed at request {}", self.requests));
+            self.start = Start::At(self.requests);
+        }
+        match self.start {
+            Start::At(at) => Some(at),
+            Start::WhenArmed => None,
+        }
     }
 
     /// Requests seen so far.
@@ -278,19 +310,18 @@ impl Planner {
     }
 
     /// Whether the requests before the first lie have all been served.
-    pub fn past_honest_start(&self) -> bool {
-        self.requests >= self.first_lie_at
+    pub fn past_honest_start(&mut self) -> bool {
+        self.first_lie_at().is_some_and(|at| self.requests >= at)
     }
 
     /// The lie for the next request, if any.
     pub fn next(&mut self) -> Option<Lie> {
+        let first = self.first_lie_at();
         let number = self.requests;
         self.requests += 1;
-        if number < self.first_lie_at {
-            return None;
-        }
+        let first = first.filter(|&at| number >= at)?;
         match self.kind {
-            Kind::Once(lie) => (number == self.first_lie_at).then_some(lie),
+            Kind::Once(lie) => (number == first).then_some(lie),
             Kind::RandomStatus(status) => self.rng.one_in(4).then_some(match status {
                 StatusLie::Byte(byte) => Lie::Status(byte),
                 StatusLie::LenZero => Lie::StatusLenZero,
@@ -314,7 +345,7 @@ mod tests {
 
     #[test]
     fn one_shot_lies_hit_exactly_request_at() {
-        let mut planner = Planner::new(Scenario::UsedIdxJump, 5, 1);
+        let mut planner = Planner::new(Scenario::UsedIdxJump, Start::At(5), 1);
         let lies: Vec<_> = (0..20).map(|_| planner.next()).collect();
         assert_eq!(lies.iter().filter(|l| l.is_some()).count(), 1);
         assert_eq!(lies[5], Some(Lie::UsedIdxJump));
@@ -323,7 +354,7 @@ mod tests {
     #[test]
     fn random_lies_start_at_at_and_replay_from_the_seed() {
         let run = |seed| {
-            let mut planner = Planner::new(Scenario::Fuzz, 10, seed);
+            let mut planner = Planner::new(Scenario::Fuzz, Start::At(10), seed);
             (0..400).map(|_| planner.next()).collect::<Vec<_>>()
         };
         let first = run(7);
@@ -335,8 +366,19 @@ mod tests {
     }
 
     #[test]
+    fn armed_planners_lie_from_the_first_request_after_arming() {
+        let mut planner = Planner::new(Scenario::Stall, Start::WhenArmed, 1);
+        assert!((0..50).all(|_| planner.next().is_none()));
+        assert!(!planner.past_honest_start());
+        arm();
+        assert_eq!(planner.next(), Some(Lie::Stall));
+        assert!(planner.past_honest_start());
+        assert!((0..50).all(|_| planner.next().is_none()));
+    }
+
+    #[test]
     fn status_scenarios_tell_only_their_status() {
-        let mut planner = Planner::new(Scenario::StatusGarbage, 0, 3);
+        let mut planner = Planner::new(Scenario::StatusGarbage, Start::At(0), 3);
         let lies: Vec<_> = (0..100).filter_map(|_| planner.next()).collect();
         assert!(!lies.is_empty());
         assert!(lies.iter().all(|&l| l == Lie::Status(GARBAGE_STATUS)));
