@@ -42,9 +42,12 @@ pub struct Record {
     pub backend_log: String,
     /// Boot until the first prompt.
     pub boot: Option<Step>,
-    /// `mem` before the workload.
+    /// The blk tests before the backend was armed (request lies wait for
+    /// it; config lies are already told).
+    pub baseline: Option<Step>,
+    /// `mem` after the baseline, before the lies.
     pub mem_before: Option<Step>,
-    /// `ktest <blk filter>`.
+    /// The blk tests again, with the lies armed.
     pub workload: Option<Step>,
     pub mem_after: Option<Step>,
     pub blk_after: Option<Step>,
@@ -59,12 +62,19 @@ pub enum Expect {
     Survive,
 }
 
+/// What the backend logs when a late completion lands in a ring the
+/// driver no longer uses (tools/hostile-blk/src/late.rs).
+const STALE_RING: &str = "late write: ring moved";
+
 /// `Ok(detail)` or `Err(why)` for `check hostile-blk:<scenario>`.
 pub fn judge(expect: Expect, record: &Record) -> Result<String, String> {
     if let Some(line) = fatal_line(&record.serial) {
         return Err(format!("guest crashed: {line}"));
     }
     step_ok("boot to the shell", record.boot.as_ref())?;
+    let baseline = step_ok("the blk tests before the lies", record.baseline.as_ref())?;
+    let (_, baseline_failed) = ktest_summary(baseline)
+        .ok_or("the blk tests before the lies printed no `ktest:` summary")?;
     step_ok("`mem` before the workload", record.mem_before.as_ref())?;
     let workload = step_ok("the blk workload", record.workload.as_ref())?;
     let (passed, failed) =
@@ -75,7 +85,7 @@ pub fn judge(expect: Expect, record: &Record) -> Result<String, String> {
     let mut detail = format!("{passed} blk tests passed, {failed} failed");
     match expect {
         Expect::AllPass => {
-            if failed > 0 || passed == 0 {
+            if failed > 0 || passed == 0 || baseline_failed > 0 {
                 return Err(format!("honest device: {detail}"));
             }
             if lies > 0 {
@@ -89,13 +99,30 @@ pub fn judge(expect: Expect, record: &Record) -> Result<String, String> {
                 ));
             }
             detail.push_str(&format!(", {lies} lie(s) told"));
+            if let Some(line) = record.backend_log.lines().find(|l| l.contains(STALE_RING)) {
+                // Needs the kernel to say which frames it still owned (canary
+                // frames, issue 10 item 3); until then the runner cannot tell
+                // a harmless stale write from one into reused memory.
+                return Err(format!(
+                    "a late completion was written after the driver moved its ring, and no \
+                     canary check proves the memory was still the driver's ({})",
+                    line.trim()
+                ));
+            }
         }
     }
     if let (Some(before), Some(after)) = (
         record.mem_before.as_ref().and_then(Step::output).and_then(free_frames),
         record.mem_after.as_ref().and_then(Step::output).and_then(free_frames),
     ) {
-        detail.push_str(&format!(", free frames {:+}", after as i64 - before as i64));
+        let change = after as i64 - before as i64;
+        // Between the passes the request pools have grown already, so an
+        // honest device leaves the count exactly where it was. After a lie
+        // a leak may be memory the device can still address: reported.
+        if expect == Expect::AllPass && change != 0 {
+            return Err(format!("free frames changed by {change:+} over the second pass"));
+        }
+        detail.push_str(&format!(", free frames {change:+}"));
     }
     if blk.contains("unknown command") {
         detail.push_str("; no `blk` shell command yet (issue 9), shell answered");
@@ -159,6 +186,7 @@ mod tests {
             serial: "boot\nvireo> ".into(),
             backend_log: "hostile-blk: listening\nhostile-blk: lie 1: request 16 ...\n".into(),
             boot: answered(""),
+            baseline: answered(WORKLOAD),
             mem_before: answered(MEM),
             workload: answered(WORKLOAD),
             mem_after: answered("frames: 98 free of 200\n"),
@@ -191,17 +219,28 @@ mod tests {
         let mut r = survived();
         r.serial = "EXCEPTION: page fault (vector 14)\n".into();
         assert!(judge(Expect::Survive, &r).is_err());
+        let mut r = survived();
+        r.backend_log.push_str("hostile-blk: late write: ring moved (0x1 -> 0x2); wrote ...\n");
+        assert!(judge(Expect::Survive, &r).unwrap_err().contains("no canary check"));
     }
 
     #[test]
     fn honest_needs_every_test_passing_and_no_lie() {
         let mut r = survived();
         r.backend_log.clear();
+        assert!(judge(Expect::AllPass, &r).unwrap_err().contains("free frames changed by -2"));
+        r.mem_after = answered(MEM);
         assert!(judge(Expect::AllPass, &r).is_ok());
         r.workload = answered("ktest: 6 passed, 1 failed\n");
         assert!(judge(Expect::AllPass, &r).unwrap_err().contains("1 failed"));
         let r = survived();
         assert!(judge(Expect::AllPass, &r).unwrap_err().contains("told 1 lies"));
+        let mut r = survived();
+        r.backend_log.clear();
+        r.baseline = answered("ktest: 6 passed, 1 failed\n");
+        assert!(judge(Expect::AllPass, &r).is_err());
+        r.baseline = Some(Step::Hung(Duration::from_secs(30)));
+        assert!(judge(Expect::Survive, &r).unwrap_err().contains("before the lies hung"));
     }
 
     #[test]

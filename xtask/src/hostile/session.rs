@@ -31,8 +31,7 @@ impl Guarded {
         Ok(Self { child })
     }
 
-    #[cfg(test)]
-    fn id(&self) -> u32 {
+    pub fn id(&self) -> u32 {
         self.child.id()
     }
 
@@ -176,6 +175,16 @@ mod tests {
         assert!(pid_alive(pid));
         drop(child);
         assert!(!pid_alive(pid));
+    }
+
+    #[test]
+    fn a_backend_that_dies_before_listening_is_reported() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "exit 3"]);
+        let mut backend = Guarded::spawn(cmd, "fake backend").unwrap();
+        let socket = std::env::temp_dir().join(format!("no-such-{}.sock", std::process::id()));
+        let err = wait_for_socket(&socket, &mut backend, Duration::from_secs(5)).unwrap_err();
+        assert!(err.contains("exited before listening"), "{err}");
     }
 
     #[test]
