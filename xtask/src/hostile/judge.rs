@@ -60,6 +60,9 @@ pub enum Expect {
     AllPass,
     /// A lie: it must show up in the backend log, the guest must survive.
     Survive,
+    /// As `Survive`, and the lie must be visible to callers: some blk test
+    /// fails (an I/O error or a refused range), or the lie did not arrive.
+    SurviveWithErrors,
 }
 
 /// What the backend logs when a late completion lands in a ring the
@@ -92,7 +95,10 @@ pub fn judge(expect: Expect, record: &Record) -> Result<String, String> {
                 return Err(format!("honest device told {lies} lies"));
             }
         }
-        Expect::Survive => {
+        Expect::Survive | Expect::SurviveWithErrors => {
+            if expect == Expect::SurviveWithErrors && failed == 0 {
+                return Err(format!("the lie never reached a caller ({detail})"));
+            }
             if lies == 0 {
                 return Err(format!(
                     "the backend never told its lie ({detail}); nothing was tested"
@@ -219,6 +225,12 @@ mod tests {
         let mut r = survived();
         r.serial = "EXCEPTION: page fault (vector 14)\n".into();
         assert!(judge(Expect::Survive, &r).is_err());
+        assert!(
+            judge(Expect::SurviveWithErrors, &survived()).unwrap_err().contains("never reached")
+        );
+        let mut r = survived();
+        r.workload = answered("ktest: 6 passed, 1 failed\n");
+        assert!(judge(Expect::SurviveWithErrors, &r).is_ok());
         let mut r = survived();
         r.backend_log.push_str("hostile-blk: late write: ring moved (0x1 -> 0x2); wrote ...\n");
         assert!(judge(Expect::Survive, &r).unwrap_err().contains("no canary check"));
