@@ -3,9 +3,10 @@
 //!
 //! Each scenario is one enum arm with a one-line description; the runner
 //! lists them with `hostile-blk --list` so the names live in one place.
-//! Request lies start at request number `--at` (counted over all queues
-//! from 0, so the driver's probe and first I/O see an honest device) and
-//! are told once, or on random requests from then on (status lies, fuzz).
+//! Request lies start when the runner arms the backend (SIGUSR1), or at
+//! request number `--at` (counted over all queues from 0), so the driver's
+//! probe and first I/O see an honest device; they are told once, or on
+//! random requests from then on (status lies, fuzz).
 //! Every random choice comes from `--seed`, so a run replays exactly.
 
 use crate::config::ConfigLie;
@@ -153,7 +154,7 @@ impl Scenario {
             S::UsedIdxJump => "used.idx jumps ahead by more than the queue size",
             S::UsedIdxBackwards => "used.idx goes back by two",
             S::Stall => "one request is never completed",
-            S::Late => "one request completes after --late-ms, into the ring it was taken from",
+            S::Late => "one request completes --late-ms late, into the ring it was taken from",
             S::InterruptStorm => "thousands of interrupts without used entries",
             S::StatusIoerr => "status IOERR on random requests",
             S::StatusUnsupp => "status UNSUPP on random requests",
@@ -166,16 +167,17 @@ impl Scenario {
             S::SegMaxZero => "config: seg_max 0",
             S::BlkSize3 => "config: blk_size 3",
             S::GenerationUnsettled => {
-                "after DRIVER_OK the capacity flaps and QEMU is told every 2 ms: \
-                 the config generation never settles"
+                "from the device's first start the capacity flaps and QEMU is told every \
+                 2 ms: after DRIVER_OK the config generation never settles"
             }
             S::RefuseFeatures => "hang up when QEMU starts the device with the driver's features",
             S::ResetNeverFinishes => {
-                "once --at requests were served, never answer GET_VRING_BASE (a reset)"
+                "once lies are armed, never answer GET_VRING_BASE (QEMU's step of a reset)"
             }
-            S::DropSocket => "close the vhost-user socket at request --at and stay away",
+            S::DropSocket => "close the vhost-user socket at the first armed request and stay away",
             S::DropSocketReconnect => {
-                "close the vhost-user socket at request --at, then take QEMU's reconnection"
+                "close the vhost-user socket at the first armed request, then take QEMU's \
+                 reconnection"
             }
             S::Fuzz => "a random lie on random requests, each logged with the seed",
         }
