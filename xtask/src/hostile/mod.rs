@@ -254,7 +254,7 @@ fn run_one(
     qemu.args(vhost_user_args(&standard, &socket, QUEUES)?).current_dir(&ctx.root);
     qemu.stderr(create(&log("qemu"))?);
     let mut shell = Shell::spawn(qemu)?;
-    let record = dialogue(&mut shell, args, backend_child.id());
+    let record = dialogue(&mut shell, args, &mut backend_child);
     drop(shell);
     drop(backend_child);
     let record =
@@ -293,7 +293,7 @@ fn create(path: &Path) -> Result<File, String> {
 /// (the device must work before it lies), then again after the runner arms
 /// the backend (SIGUSR1), so a lie meets a caller the runner knows is
 /// waiting, however many requests the tests made before.
-fn dialogue(shell: &mut Shell, args: &HostileArgs, backend_pid: u32) -> Record {
+fn dialogue(shell: &mut Shell, args: &HostileArgs, backend: &mut Guarded) -> Record {
     let short = Duration::from_secs(15);
     let workload = Duration::from_secs(args.workload_timeout);
     let mut record = Record::default();
@@ -306,8 +306,7 @@ fn dialogue(shell: &mut Shell, args: &HostileArgs, backend_pid: u32) -> Record {
     record.baseline = Some(run_tests(shell, &tests, workload, &mut go));
     record.mem_before = Some(step(shell, "mem", short, &mut go));
     if go && args.at.is_none() {
-        let armed = Command::new("kill").args(["-USR1", &backend_pid.to_string()]).status();
-        go = armed.is_ok_and(|s| s.success());
+        go = backend.signal_usr1().is_ok();
     }
     record.workload = Some(run_tests(shell, &tests, workload, &mut go));
     record.mem_after = Some(step(shell, "mem", short, &mut go));

@@ -31,7 +31,8 @@ impl Guarded {
         Ok(Self { child })
     }
 
-    pub fn id(&self) -> u32 {
+    #[cfg(test)]
+    fn id(&self) -> u32 {
         self.child.id()
     }
 
@@ -45,6 +46,26 @@ impl Drop for Guarded {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Guarded {
+    /// Sends SIGUSR1 (the backend's cue to start lying).
+    ///
+    /// # Errors
+    /// The child is gone.
+    pub fn signal_usr1(&mut self) -> Result<(), String> {
+        unsafe extern "C" {
+            fn kill(pid: i32, signal: i32) -> i32;
+        }
+        const SIGUSR1: i32 = 10;
+        if !self.is_running() {
+            return Err("the backend exited".into());
+        }
+        // SAFETY: kill(2) on our own child's pid, which cannot have been
+        // reused: the child is unreaped (we just saw it running) until Drop.
+        let sent = unsafe { kill(self.child.id() as i32, SIGUSR1) };
+        if sent == 0 { Ok(()) } else { Err(std::io::Error::last_os_error().to_string()) }
     }
 }
 
@@ -175,6 +196,21 @@ mod tests {
         assert!(pid_alive(pid));
         drop(child);
         assert!(!pid_alive(pid));
+    }
+
+    #[test]
+    fn usr1_reaches_the_child() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "trap 'exit 7' USR1; while :; do sleep 0.05; done"]);
+        let mut child = Guarded::spawn(cmd, "sh").unwrap();
+        thread::sleep(Duration::from_millis(200));
+        child.signal_usr1().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while child.is_running() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!child.is_running());
+        assert!(child.signal_usr1().is_err());
     }
 
     #[test]
