@@ -15,6 +15,7 @@ mod exit;
 #[cfg(test)]
 mod fake_qemu;
 mod host;
+mod hostile;
 mod ktest;
 #[cfg(test)]
 mod layers;
@@ -151,6 +152,9 @@ enum Cmd {
         #[arg(long)]
         peer: bool,
     },
+    /// Boot against the lying vhost-user virtio-blk device
+    /// (tools/hostile-blk), one boot per scenario.
+    Hostile(hostile::HostileArgs),
     /// cargo clean.
     Clean,
 }
@@ -164,7 +168,7 @@ impl Cmd {
             | Cmd::Debug { boot, .. }
             | Cmd::Bench { boot, .. } => &boot.qemu_args,
             Cmd::Test(args) => &args.qemu_args,
-            Cmd::Build | Cmd::Clean => &[],
+            Cmd::Build | Cmd::Clean | Cmd::Hostile(_) => &[],
         }
     }
 }
@@ -270,6 +274,7 @@ fn dispatch(ctx: &cmds::Ctx, cmd: Cmd) -> i32 {
         Cmd::Build => ctx.build_kernel().map(|()| None).map_err(Failure::from),
         Cmd::Run { boot, timeout } => ctx.run(&boot, timeout).map(Some),
         Cmd::Test(args) => return test_cmd::test(ctx, &args),
+        Cmd::Hostile(args) => return hostile::command(ctx, &args),
         Cmd::BootLog { boot, timeout, until, until_exit, echo } => {
             let stop = match (until, until_exit) {
                 (Some(text), _) => StopAt::Text(text),

@@ -180,6 +180,13 @@ fn kernel_phase(ctx: &Ctx, args: &TestArgs, t: &mut Tally) {
     }
     if args.filter.is_none() {
         panic_selftest(ctx, t);
+        // The kernel against the lying vhost-user device (hostile/mod.rs).
+        for (name, outcome) in crate::hostile::make_test_checks(ctx, KTEST_SMP[0]) {
+            match outcome {
+                Ok(_) => t.passed += 1,
+                Err(why) => t.failed.push(format!("check: {name} ({why})")),
+            }
+        }
     }
 }
 
