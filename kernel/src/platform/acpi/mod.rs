@@ -1,5 +1,6 @@
 //! Platform description from the ACPI tables: CPUs and interrupt
-//! controllers (MADT), PCI ECAM windows (MCFG) and the HPET.
+//! controllers (MADT), PCI ECAM windows (MCFG), the HPET and the PM timer
+//! (FADT).
 //!
 //! The PVH start info gives the RSDP; the `acpi` crate walks RSDP → XSDT →
 //! tables and checks checksums; `tables` parses the bodies. The result is
@@ -7,9 +8,13 @@
 //! broken tables are logged and replaced by a minimal fallback (the boot CPU
 //! at the architectural LAPIC address), never a panic.
 
+mod aml;
 mod tables;
 
-pub use tables::{CpuInfo, HpetInfo, IoApicInfo, IsaOverride, LapicNmi, PciSegment, TableError};
+pub use aml::{Interrupt, MmioDeviceInfo};
+pub use tables::{
+    CpuInfo, HpetInfo, IoApicInfo, IsaOverride, LapicNmi, PciSegment, PmTimerInfo, TableError,
+};
 
 use crate::mm::{self, PAGE_SIZE, PhysAddr, mmio, paging};
 use crate::platform::apic::{Polarity, TriggerMode, lapic};
@@ -64,6 +69,11 @@ pub struct PlatformInfo {
     pub pci_segments: Vec<PciSegment>,
     /// The HPET, if the firmware has one.
     pub hpet: Option<HpetInfo>,
+    /// The ACPI PM timer, if the FADT names one.
+    pub pm_timer: Option<PmTimerInfo>,
+    /// virtio-mmio windows the DSDT describes (`_HID "LNRO0005"`, as QEMU
+    /// `microvm` writes them).
+    pub virtio_mmio: Vec<MmioDeviceInfo>,
 }
 
 /// How an ISA IRQ reaches the I/O APICs.
@@ -117,6 +127,8 @@ impl PlatformInfo {
             lapic_nmis: Vec::new(),
             pci_segments: Vec::new(),
             hpet: None,
+            pm_timer: None,
+            virtio_mmio: Vec::new(),
         }
     }
 }
@@ -190,6 +202,30 @@ fn find<T: AcpiTable>(tables: &AcpiTables<KernelAcpiHandler>) -> Option<Vec<u8>>
     tables.find_table::<T>().ok().map(|mapping| table_bytes(&mapping).to_vec())
 }
 
+/// The `_HID` of a virtio-mmio device (Linux's ACPI binding, which QEMU
+/// `microvm` follows).
+const VIRTIO_MMIO_HID: &[u8] = b"LNRO0005";
+/// A DSDT longer than this is not scanned (QEMU's are a few KiB).
+const MAX_DSDT_BYTES: u32 = 1 << 20;
+
+/// The DSDT's AML, copied out of firmware memory.
+fn dsdt_bytes(tables: &AcpiTables<KernelAcpiHandler>) -> Option<Vec<u8>> {
+    let dsdt = tables.dsdt().ok()?;
+    if dsdt.length == 0 || dsdt.length > MAX_DSDT_BYTES {
+        return None;
+    }
+    // SAFETY: the crate found the DSDT through the FADT and checked its
+    // header; `address..address + length` is its AML body, which the
+    // handler maps (or replaces by zeroes if it cannot).
+    let mapping =
+        unsafe { KernelAcpiHandler.map_physical_region::<u8>(dsdt.address, dsdt.length as usize) };
+    // SAFETY: the mapping covers `region_length` bytes.
+    let bytes = unsafe {
+        core::slice::from_raw_parts(mapping.virtual_start().as_ptr(), mapping.region_length())
+    };
+    Some(bytes.to_vec())
+}
+
 fn discover() -> Result<PlatformInfo, PlatformError> {
     let rsdp = crate::arch::boot_info::get().rsdp.ok_or(PlatformError::NoRsdp)?;
     // SAFETY: the PVH loader's RSDP address; the crate validates signature
@@ -218,6 +254,18 @@ fn discover() -> Result<PlatformInfo, PlatformError> {
         }
         None => None,
     };
+    let pm_timer =
+        match find::<::acpi::fadt::Fadt>(&tables).map(|t| tables::parse_fadt_pm_timer(&t)) {
+            Some(Ok(pm_timer)) => pm_timer,
+            Some(Err(error)) => {
+                log::warn!("acpi: FADT unusable: {error:?}");
+                None
+            }
+            None => None,
+        };
+    let virtio_mmio = dsdt_bytes(&tables)
+        .map(|aml| aml::find_mmio_devices(&aml, VIRTIO_MMIO_HID))
+        .unwrap_or_default();
     let mut info = PlatformInfo {
         source: Source::Acpi,
         cpus: madt.cpus,
@@ -228,6 +276,8 @@ fn discover() -> Result<PlatformInfo, PlatformError> {
         lapic_nmis: madt.lapic_nmis,
         pci_segments,
         hpet,
+        pm_timer,
+        virtio_mmio,
     };
     if info.bsp().is_none() {
         // The CPU running this code exists whatever the table says.
@@ -252,14 +302,16 @@ pub fn init() -> &'static PlatformInfo {
         });
         log::info!(
             "acpi: {} CPUs ({} usable), LAPIC {:#x}, {} I/O APICs, {} ISA overrides, {} PCI \
-             segments, HPET {}",
+             segments, HPET {}, PM timer {}, {} virtio-mmio devices",
             info.cpus.len(),
             info.usable_cpus().count(),
             info.lapic_phys.as_u64(),
             info.ioapics.len(),
             info.isa_overrides.len(),
             info.pci_segments.len(),
-            if info.hpet.is_some() { "present" } else { "absent" }
+            if info.hpet.is_some() { "present" } else { "absent" },
+            if info.pm_timer.is_some() { "present" } else { "absent" },
+            info.virtio_mmio.len()
         );
         log::debug!("acpi: {info:?}");
         info
