@@ -81,6 +81,8 @@ impl<'a> Options<'a> {
                 ("ktest.filter", Some(filter)) => options.test_filter = Some(filter),
                 ("ktest.skip", Some(skip)) => options.test_skip = Some(skip),
                 ("ktest.after", Some(after)) => options.test_after = Some(after),
+                // The platform layer reads these itself (`platform::virtio_mmio`).
+                (crate::platform::virtio_mmio::CMDLINE_KEY, Some(_)) => {}
                 _ => options.report(Problem::UnknownOption(word)),
             }
         }

@@ -72,8 +72,22 @@ ktest!(
     }
 );
 
+/// Whether this is QEMU's q35, whose MCH (host bridge 8086:29c0 at
+/// 00:00.0, read through configuration port 0xCF8, which q35 also
+/// decodes) always has an ECAM window.
+fn is_q35() -> bool {
+    use crate::platform::pci::config::{ConfigSpace, has_port_mechanism, reg};
+    let host = ConfigSpace::ports(0, 0, 0).filter(|_| has_port_mechanism());
+    host.is_some_and(|host| {
+        host.read_u16(reg::VENDOR_ID) == Ok(0x8086) && host.read_u16(reg::DEVICE_ID) == Ok(0x29c0)
+    })
+}
+
 ktest!(
     fn mcfg_has_segment_0_with_an_ecam_window() {
+        if platform().pci_segments.is_empty() && !is_q35() {
+            return ktest::skip("no MCFG, and not q35 (whose MCH has one)");
+        }
         let segment = platform().pci_segments.iter().find(|segment| segment.segment == 0);
         let segment = check_ok!(segment.ok_or("no segment 0"));
         check_eq!(segment.bus_start, 0);
@@ -97,6 +111,11 @@ ktest!(
 
 ktest!(
     fn isa_irq0_is_overridden_to_gsi2() {
+        if platform().isa_overrides.is_empty() {
+            return ktest::skip(
+                "the MADT has no ISA overrides (QEMU microvm wires IRQ 0 to GSI 0)",
+            );
+        }
         let route = platform().isa_route(0);
         check_eq!(
             (route.gsi, route.polarity, route.trigger),

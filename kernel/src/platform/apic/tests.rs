@@ -190,7 +190,8 @@ ktest!(
 ktest!(
     fn ioapic_route_mask_unmask_roundtrip() {
         let gsi = check_ok!(ioapic::route_isa_irq(0, IOAPIC_TEST_VECTOR, lapic::id()));
-        check_eq!(gsi, 2);
+        // GSI 2 on q35 and pc (the MADT's override), 0 on microvm.
+        check_eq!(gsi, crate::platform::acpi::platform().isa_route(0).gsi);
         let entry = check_ok!(ioapic::entry(gsi).ok_or("no entry"));
         check_eq!(entry & 0xff, u64::from(IOAPIC_TEST_VECTOR));
         check_eq!(entry >> 56, u64::from(lapic::id()));
@@ -212,7 +213,7 @@ ktest!(
 
 ktest!(
     fn hpet_comparator_interrupt_arrives_through_the_ioapic() {
-        let hpet = check_ok!(hpet::get().ok_or("no HPET"));
+        let Some(hpet) = hpet::get() else { return ktest::skip("no HPET") };
         // The highest I/O APIC input timer 0 may drive (QEMU q35: 23).
         let capabilities = hpet.route_capabilities(0);
         check!(capabilities != 0);
