@@ -42,7 +42,7 @@ pub struct Options<'a> {
     pub log_level: log::LevelFilter,
     /// `ktest` / `bench`.
     pub mode: Mode,
-    /// `ktest.filter=<substring>`.
+    /// `ktest.filter=<substring>[,<substring>...]`.
     pub test_filter: Option<&'a str>,
     /// `ktest.skip=<name,name,...>`.
     pub test_skip: Option<&'a str>,

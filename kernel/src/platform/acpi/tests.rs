@@ -6,25 +6,6 @@ use super::{Source, platform};
 use crate::platform::apic::{Polarity, TriggerMode, lapic};
 use crate::{check, check_eq, check_ok, ktest};
 use alloc::vec::Vec;
-use x86_64::instructions::port::Port;
-
-/// QEMU's fw_cfg interface: the number of CPUs started with `-smp`
-/// (selector 0x05, FW_CFG_NB_CPUS), or `None` when there is no fw_cfg.
-fn qemu_cpu_count() -> Option<u16> {
-    let mut selector = Port::<u16>::new(0x510);
-    let mut data = Port::<u8>::new(0x511);
-    // SAFETY: ports 0x510/0x511 are QEMU's fw_cfg; selecting an item and
-    // reading its bytes has no side effects.
-    unsafe {
-        selector.write(0x0000);
-        let signature: [u8; 4] = core::array::from_fn(|_| data.read());
-        if &signature != b"QEMU" {
-            return None;
-        }
-        selector.write(0x0005);
-        Some(u16::from_le_bytes([data.read(), data.read()]))
-    }
-}
 
 ktest!(
     fn rsdp_has_signature_and_checksum() {
@@ -62,7 +43,7 @@ ktest!(
 
 ktest!(
     fn usable_cpu_count_matches_qemu_smp() {
-        let smp = check_ok!(qemu_cpu_count().ok_or("no fw_cfg"));
+        let smp = check_ok!(crate::arch::fw_cfg::cpu_count().ok_or("no fw_cfg"));
         check_eq!(platform().usable_cpus().count(), usize::from(smp));
         let mut ids: Vec<u32> = platform().cpus.iter().map(|cpu| cpu.apic_id).collect();
         ids.sort_unstable();
