@@ -3,7 +3,8 @@
 //! This file is only the command-line surface; see `cmds.rs` for the
 //! interactive subcommands, `test_cmd.rs` for `test`, `qemu.rs` for the
 //! machine, `ktest.rs`/`serial.rs` for the in-kernel test protocol and
-//! `host.rs` for host tests, `bench.rs` for comparing with the Linux peer.
+//! `host.rs` for host tests, `bench/` for `bench` (interleaved rounds against
+//! the Linux peer, summaries, saved results).
 
 mod bench;
 mod cmds;
@@ -85,19 +86,10 @@ enum Cmd {
         #[arg(long, default_value_t = 3600)]
         timeout: u64,
     },
-    /// Host benchmarks, then boot with `bench` and collect `BENCH ` lines.
-    Bench {
-        #[command(flatten)]
-        boot: BootArgs,
-        /// Kill QEMU after this many seconds.
-        #[arg(long, default_value_t = 600)]
-        timeout: u64,
-        /// Also run the Linux peer guest (../shared/peers/linux-guest, or
-        /// $VIREO_PEER_DIR) and print vireo/Linux ratios. Off by default:
-        /// its first run downloads Debian packages (~1 min).
-        #[arg(long)]
-        peer: bool,
-    },
+    /// Interleaved rounds of vireo's benches beside the host ring bench's
+    /// virtio-drivers and (with --peer) the Linux peer and the blk limit
+    /// probe; prints medians and ranges, saves target/bench/<time>-<commit>.json.
+    Bench(bench::BenchArgs),
     /// cargo clean.
     Clean,
 }
@@ -114,7 +106,7 @@ fn main() {
         }
         Cmd::BootLog { boot, timeout, echo } => ctx.boot_log(&boot, timeout, echo),
         Cmd::Debug { boot, timeout } => ctx.debug(&boot, timeout),
-        Cmd::Bench { boot, timeout, peer } => ctx.bench(&boot, timeout, peer),
+        Cmd::Bench(args) => bench::run(&ctx, &args),
         Cmd::Clean => ctx.clean(),
     };
     if let Err(e) = result {
@@ -142,8 +134,14 @@ mod tests {
             _ => panic!(),
         }
         let cli = Cli::try_parse_from(["xtask", "bench"]).unwrap();
-        assert!(matches!(cli.cmd, Cmd::Bench { peer: false, .. }));
-        let cli = Cli::try_parse_from(["xtask", "bench", "--peer"]).unwrap();
-        assert!(matches!(cli.cmd, Cmd::Bench { peer: true, .. }));
+        assert!(matches!(cli.cmd, Cmd::Bench(a) if !a.peer && a.rounds.is_none()));
+        let cli = Cli::try_parse_from(["xtask", "bench", "--peer", "--rounds", "5"]).unwrap();
+        assert!(matches!(cli.cmd, Cmd::Bench(a) if a.peer && a.rounds == Some(5)));
+        let cli =
+            Cli::try_parse_from(["xtask", "bench", "--group", "blk,ring", "--compare", "x.json"]);
+        assert!(
+            matches!(cli.unwrap().cmd, Cmd::Bench(a) if a.group.len() == 2 && a.compare.is_some())
+        );
+        assert!(Cli::try_parse_from(["xtask", "bench", "--rounds", "0"]).is_err());
     }
 }
