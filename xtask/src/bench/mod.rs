@@ -53,8 +53,9 @@ pub const DEFAULT_SECS: u32 = 2;
 pub struct BenchArgs {
     #[command(flatten)]
     pub boot: BootArgs,
-    /// Kill any one guest or host bench after this many seconds.
-    #[arg(long, default_value_t = 600)]
+    /// Kill any one guest or host bench after this many seconds (a warm
+    /// run takes under 40 s here; the peer's first, which downloads, ~90 s).
+    #[arg(long, default_value_t = 180)]
     pub timeout: u64,
     /// Also run the Linux peer guest (../shared/peers/linux-guest, or
     /// $VIREO_PEER_DIR) and the blk limit probe (../shared/probes/blk-limit,
