@@ -167,9 +167,9 @@ pub fn cell(s: &Option<Spread>, unit: Unit) -> String {
 /// `3.37× (3.10–3.90)`.
 pub fn ratio_cell(s: &Option<Spread>) -> String {
     let Some(s) = s else { return "–".into() };
-    let mut out = format!("{:.2}×", s.median);
+    let mut out = format!("{}×", plain(s.median));
     if s.lo != s.hi {
-        out.push_str(&format!(" ({:.2}–{:.2})", s.lo, s.hi));
+        out.push_str(&format!(" ({}–{})", plain(s.lo), plain(s.hi)));
     }
     out
 }
@@ -311,6 +311,7 @@ mod tests {
         assert_eq!(cell(&None, Unit::Iops), "–");
         assert_eq!(cell(&s(0.0, 0.0, 270.0), Unit::Count), "0 (0–270)");
         assert_eq!(ratio_cell(&s(1.68, 1.35, 2.23)), "1.68× (1.35–2.23)");
+        assert_eq!(ratio_cell(&s(12.1, 9.81, 14.0)), "12.1× (9.81–14.0)");
     }
 
     #[test]
