@@ -97,6 +97,8 @@ impl BenchArgs {
 pub fn run(ctx: &Ctx, args: &BenchArgs) -> Result<(), String> {
     let started = Instant::now();
     let (stamp, started_utc) = results::utc_stamps(SystemTime::now());
+    // Now, not at the end: the code that runs is the tree as it is now.
+    let commit = results::commit(&ctx.root);
     let saved = args.compare.as_deref().map(BenchRun::load).transpose()?;
     let (rounds, groups) = (args.rounds(), args.groups());
     let with_blk = groups.contains(&Group::Blk);
@@ -128,7 +130,7 @@ pub fn run(ctx: &Ctx, args: &BenchArgs) -> Result<(), String> {
     let record = BenchRun {
         schema: results::SCHEMA,
         started_utc,
-        commit: results::commit(&ctx.root),
+        commit,
         host,
         accel,
         smp,
