@@ -10,8 +10,8 @@ use std::thread;
 use std::time::Duration;
 
 use vireo_virtio::{
-    DeviceStatus, Dma, DmaChain, Error, Features, Hal, InterruptStatus, PAGE_SIZE, PhysAddr,
-    QueueConfig, SplitQueue, Transport, negotiate_features,
+    DeviceId, DeviceStatus, Dma, DmaChain, Error, Features, Hal, InterruptStatus, PAGE_SIZE,
+    PhysAddr, QueueConfig, SplitQueue, Transport, UsedLenPolicy, negotiate_features,
 };
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
@@ -110,8 +110,12 @@ struct TestTransport {
     status: u8,
 }
 
-// SAFETY (test): reset is only used before the device thread starts.
+// SAFETY (test): reset is used before the device thread starts and after
+// it stopped; the id is the device's address.
 unsafe impl Transport for TestTransport {
+    fn device_id(&self) -> DeviceId {
+        DeviceId::new(Arc::as_ptr(&self.dev) as u64)
+    }
     fn read_device_features(&mut self) -> u64 {
         (Features::VERSION_1 | Features::INDIRECT_DESC | Features::EVENT_IDX).bits()
     }
@@ -122,7 +126,7 @@ unsafe impl Transport for TestTransport {
     fn queue_used(&mut self, _q: u16) -> bool {
         self.dev.setup.lock().unwrap().is_some()
     }
-    fn queue_set(&mut self, _q: u16, size: u16, d: PhysAddr, a: PhysAddr, u: PhysAddr) {
+    unsafe fn queue_set(&mut self, _q: u16, size: u16, d: PhysAddr, a: PhysAddr, u: PhysAddr) {
         *self.dev.setup.lock().unwrap() = Some((size, d, a, u));
     }
     fn queue_unset(&mut self, _q: u16) {
@@ -277,7 +281,13 @@ fn run(cfg: Cfg) {
     }
     let features = negotiate_features(&mut t, wanted).unwrap();
     assert_eq!(features, wanted | Features::VERSION_1);
-    let qc = QueueConfig { index: 0, size: cfg.size, features, indirect_max: 8 };
+    let qc = QueueConfig {
+        index: 0,
+        size: cfg.size,
+        features,
+        indirect_max: cfg.size.min(8),
+        used_len: UsedLenPolicy::Strict,
+    };
     let mut q: SplitQueue<GHal, Chain> = SplitQueue::new(&hal, &mut t, qc).unwrap();
     let s = t.status();
     t.set_status(s | DeviceStatus::DRIVER_OK);
@@ -390,6 +400,10 @@ fn run(cfg: Cfg) {
     assert_eq!(st.completions, cfg.total);
     assert_eq!(q.in_flight(), 0);
     assert_eq!(q.num_free(), cfg.size);
+    // Tear down with proof (the device thread has stopped), so the rings
+    // are freed rather than leaked.
+    let proof = t.reset().unwrap();
+    assert_eq!(q.reclaim(&proof, |_, _| panic!("nothing was in flight")), Ok(0));
 }
 
 fn cfg(size: u16, indirect: bool, event_idx: bool) -> Cfg {

@@ -12,7 +12,7 @@ use crate::mm::{PhysAddr, mmio};
 use crate::pci::capability::id;
 use crate::pci::config::command;
 use crate::pci::{BarError, Function};
-use vireo_virtio::{DeviceStatus, InterruptStatus, Transport};
+use vireo_virtio::{DeviceId, DeviceStatus, InterruptStatus, Transport};
 
 /// `cfg_type` values of the virtio capabilities (§4.1.4).
 mod cfg_type {
@@ -97,6 +97,8 @@ impl Window {
 /// A modern virtio-pci device.
 #[derive(Debug)]
 pub struct VirtioPci {
+    /// The function's PCI address, packed: one device instance, one id.
+    id: DeviceId,
     common: Window,
     notify: Window,
     notify_multiplier: u32,
@@ -166,7 +168,12 @@ impl VirtioPci {
         function
             .enable(command::MEMORY_SPACE | command::BUS_MASTER)
             .map_err(|_| VirtioPciError::BadCapability(0))?;
-        Ok(Self { common, notify, notify_multiplier, isr, device })
+        let a = function.address;
+        let packed = u64::from(a.segment) << 16
+            | u64::from(a.bus) << 8
+            | u64::from(a.device) << 3
+            | u64::from(a.function);
+        Ok(Self { id: DeviceId::new(packed), common, notify, notify_multiplier, isr, device })
     }
 
     /// Number of queues the device offers.
@@ -233,11 +240,17 @@ fn map_window(function: &Function, cap: VirtioCap, min_len: u64) -> Result<Windo
     Ok(Window { region })
 }
 
-// SAFETY: `reset` (the trait's default) writes 0 to device_status and waits
-// until it reads back 0, after which the device uses no buffers (§4.1.4.3.2
-// "the device MUST ... reset"); `queue_set` writes exactly the addresses
-// given.
+// SAFETY: 1. the id is the function's PCI address, the same for every
+// `VirtioPci` of that function and unique among functions; 2. `reset` (the
+// trait's default) writes 0 to device_status and waits until it reads back
+// 0, after which the device uses no buffers (§2.4, §4.1.4.3.2); 4.
+// `queue_set` writes exactly the addresses given and nothing else here
+// programs addresses; 5. `reset` is not overridden.
 unsafe impl Transport for VirtioPci {
+    fn device_id(&self) -> DeviceId {
+        self.id
+    }
+
     fn read_device_features(&mut self) -> u64 {
         self.common.write::<u32>(common::DEVICE_FEATURE_SELECT, 0);
         let low = self.common.read::<u32>(common::DEVICE_FEATURE);
@@ -266,7 +279,7 @@ unsafe impl Transport for VirtioPci {
         self.common.read::<u16>(common::QUEUE_ENABLE) != 0
     }
 
-    fn queue_set(
+    unsafe fn queue_set(
         &mut self,
         queue: u16,
         size: u16,

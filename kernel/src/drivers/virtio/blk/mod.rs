@@ -23,7 +23,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 pub use request::{Completion, Operation, Request};
-use vireo_virtio::{DeviceStatus, Features, QueueConfig, SplitQueue, Transport};
+use vireo_virtio::{DeviceStatus, Features, QueueConfig, SplitQueue, Transport, UsedLenPolicy};
 
 /// Bytes per sector: always 512 in virtio-blk (§5.2.6).
 pub const SECTOR_BYTES: u64 = 512;
@@ -196,12 +196,19 @@ impl BlkDevice {
             if !transport.set_queue_msix_vector(index, index + 1) {
                 return Err("device refused a queue MSI-X vector");
             }
-            let queue = SplitQueue::new(
-                &KernelHal,
-                &mut transport,
-                QueueConfig { index, size: QUEUE_SIZE, features, indirect_max: 3 },
-            )
-            .map_err(|_| "queue setup failed")?;
+            // Clamp: the status byte, not the used length, says whether a
+            // request worked, and devices that count the readable header
+            // in the length (why Linux reverted its core length check,
+            // f124034faa91) should not cost us the disk.
+            let config = QueueConfig {
+                index,
+                size: QUEUE_SIZE,
+                features,
+                indirect_max: 3,
+                used_len: UsedLenPolicy::Clamp,
+            };
+            let queue = SplitQueue::new(&KernelHal, &mut transport, config)
+                .map_err(|_| "queue setup failed")?;
             let notifier = transport.queue_notifier(index).ok_or("bad notify offset")?;
             let mut pool = Vec::with_capacity(REQUESTS_PER_QUEUE);
             for _ in 0..INITIAL_REQUESTS {

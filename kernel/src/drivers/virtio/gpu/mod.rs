@@ -15,7 +15,9 @@ use crate::sched::WaitQueue;
 use crate::sync::SpinLock;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use protocol::{Encoder, GpuError, GpuRequest, GpuResponse, Rect};
-use vireo_virtio::{DeviceStatus, Dma, DmaChain, Features, QueueConfig, SplitQueue, Transport};
+use vireo_virtio::{
+    DeviceStatus, Dma, DmaChain, Features, QueueConfig, SplitQueue, Transport, UsedLenPolicy,
+};
 
 const CONTROL_QUEUE: u16 = 0;
 const QUEUE_SIZE: u16 = 64;
@@ -173,12 +175,18 @@ impl GpuDevice {
         let mut transport = VirtioPci::new(function).map_err(|_| "unusable transport")?;
         let features = vireo_virtio::negotiate_features(&mut transport, Features::EVENT_IDX)
             .map_err(|_| "feature negotiation failed")?;
-        let mut queue = SplitQueue::new(
-            &KernelHal,
-            &mut transport,
-            QueueConfig { index: CONTROL_QUEUE, size: QUEUE_SIZE, features, indirect_max: 0 },
-        )
-        .map_err(|_| "control queue setup failed")?;
+        // Strict: the used length says how much of a response to decode,
+        // so a device claiming more than the response buffer is lying about
+        // the response itself; the queue breaks rather than decode garbage.
+        let config = QueueConfig {
+            index: CONTROL_QUEUE,
+            size: QUEUE_SIZE,
+            features,
+            indirect_max: 0,
+            used_len: UsedLenPolicy::Strict,
+        };
+        let mut queue = SplitQueue::new(&KernelHal, &mut transport, config)
+            .map_err(|_| "control queue setup failed")?;
         // Polled: the device need not interrupt.
         queue.disable_interrupts().map_err(|_| "control queue broken")?;
         let notifier = transport.queue_notifier(CONTROL_QUEUE).ok_or("bad notify offset")?;
@@ -324,7 +332,7 @@ impl GpuDevice {
                 };
                 let command_fence = if index == last { fence } else { None };
                 let command_len = {
-                    let bytes = page.dma_mut().as_mut_slice();
+                    let bytes = page.region_mut();
                     let mut encoder = Encoder::new(
                         &mut bytes[..RESPONSE_OFFSET],
                         request.command(),
