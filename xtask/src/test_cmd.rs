@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use clap::Args;
 
+#[path = "barrier_mutants.rs"]
+mod barrier_mutants;
+
 use crate::cmds::{Ctx, join_cmdline};
 use crate::host;
 use crate::ktest::{self, Limits, Outcome, QemuBooter, SuiteOptions};
@@ -102,6 +105,7 @@ fn host_phase(ctx: &Ctx, t: &mut Tally) {
     let (p, failed) = host::run_commands(host::HOST_TESTS, &ctx.root);
     t.passed += p;
     t.failed.extend(failed.into_iter().map(|n| format!("host: {n}")));
+    barrier_mutants::check(ctx, t);
 }
 
 fn kernel_phase(ctx: &Ctx, args: &TestArgs, t: &mut Tally) {
