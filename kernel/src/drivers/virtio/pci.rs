@@ -42,6 +42,11 @@ mod common {
     pub const QUEUE_DEVICE: u64 = 0x30;
     /// Bytes of the structure up to and including `queue_device`.
     pub const MIN_LEN: u64 = 0x38;
+    /// `queue_reset` (VirtIO 1.2 §4.1.4.3, after `queue_notify_data` at
+    /// 0x38): only in windows long enough to hold it.
+    pub const QUEUE_RESET: u64 = 0x3a;
+    /// Bytes of the structure up to and including `queue_reset`.
+    pub const RESET_LEN: u64 = 0x3c;
 }
 
 /// "No MSI-X vector" (§4.1.4.3).
@@ -243,8 +248,12 @@ fn map_window(function: &Function, cap: VirtioCap, min_len: u64) -> Result<Windo
 // SAFETY: 1. the id is the function's PCI address, the same for every
 // `VirtioPci` of that function and unique among functions; 2. `reset` (the
 // trait's default) writes 0 to device_status and waits until it reads back
-// 0, after which the device uses no buffers (§2.4, §4.1.4.3.2); 4.
-// `queue_set` writes exactly the addresses given and nothing else here
+// 0, after which the device uses no buffers (§2.4, §4.1.4.3.2); 3. a queue
+// reset is reported done only when queue_reset and queue_enable read 0,
+// after which the device uses neither the queue's rings nor its buffers
+// (§2.6.1) — which QEMU 7.2's virtio-blk honours only for requests it has
+// not yet taken (see `blk::BlkDevice::reset_queue`, which drains first);
+// 4. `queue_set` writes exactly the addresses given and nothing else here
 // programs addresses; 5. `reset` is not overridden.
 unsafe impl Transport for VirtioPci {
     fn device_id(&self) -> DeviceId {
@@ -351,5 +360,25 @@ unsafe impl Transport for VirtioPci {
     fn ack_interrupt(&mut self) -> InterruptStatus {
         // §4.1.4.5: reading the ISR status clears it.
         InterruptStatus::from_bits_truncate(u32::from(self.isr.read::<u8>(0)))
+    }
+
+    fn has_queue_reset(&mut self) -> bool {
+        // The device's common window may end before `queue_reset` (an
+        // older layout): then VIRTIO_F_RING_RESET must not be negotiated.
+        self.common.region.len_bytes() as u64 >= common::RESET_LEN
+    }
+
+    fn start_queue_reset(&mut self, queue: u16) {
+        // §4.1.4.3.2: write 1 to queue_reset of the selected queue.
+        self.common.write::<u16>(common::QUEUE_SELECT, queue);
+        self.common.write::<u16>(common::QUEUE_RESET, 1);
+    }
+
+    fn queue_reset_done(&mut self, queue: u16) -> bool {
+        // §4.1.4.3.2: the reset is complete once queue_reset reads back 0;
+        // §4.1.4.3.1: the device then also presents 0 in queue_enable.
+        self.common.write::<u16>(common::QUEUE_SELECT, queue);
+        self.common.read::<u16>(common::QUEUE_RESET) == 0
+            && self.common.read::<u16>(common::QUEUE_ENABLE) == 0
     }
 }

@@ -9,6 +9,7 @@
 //! pool is the queue's depth limit, so `add` never meets a full ring.
 
 mod request;
+mod reset;
 
 use super::hal::KernelHal;
 use super::pci::{NO_VECTOR, QueueNotifier, VirtioPci};
@@ -67,6 +68,9 @@ pub enum BlkError {
     Unsupported,
     /// The device broke the ring protocol; the driver stopped using it.
     DeviceFailed,
+    /// A queue reset took the request back before the device ran it;
+    /// nothing was transferred. Submitting it again is safe.
+    Cancelled,
 }
 
 struct BlkQueue {
@@ -107,9 +111,12 @@ pub struct BlkDevice {
     block_bytes: u32,
     is_read_only: bool,
     has_flush: bool,
+    /// `VIRTIO_F_RING_RESET` was negotiated: [`BlkDevice::reset_queue`].
+    has_queue_reset: bool,
     failed: AtomicBool,
     /// The transport stays alive (and owned) for the device's lifetime.
-    _transport: IrqSpinLock<VirtioPci>,
+    /// Lock order: a queue's `state`, then this.
+    transport: IrqSpinLock<VirtioPci>,
     _msix: MsiX,
 }
 
@@ -150,6 +157,7 @@ impl BlkDevice {
         let msix = MsiX::new(function).map_err(|_| "no MSI-X")?;
         let wanted = Features::INDIRECT_DESC
             | Features::EVENT_IDX
+            | Features::RING_RESET
             | Features::from_bits_retain(
                 feature::RO | feature::BLK_SIZE | feature::FLUSH | feature::MQ,
             );
@@ -233,8 +241,9 @@ impl BlkDevice {
             block_bytes,
             is_read_only: has(feature::RO),
             has_flush: has(feature::FLUSH),
+            has_queue_reset: features.contains(Features::RING_RESET),
             failed: AtomicBool::new(false),
-            _transport: IrqSpinLock::new(transport),
+            transport: IrqSpinLock::new(transport),
             _msix: msix,
         })
     }
@@ -381,10 +390,7 @@ impl BlkDevice {
         loop {
             loop {
                 match state.queue.pop_used() {
-                    Ok(Some(used)) => {
-                        let completion = used.buffers.completion.clone();
-                        completion.complete(used.buffers);
-                    }
+                    Ok(Some(used)) => used.buffers.finish(),
                     Ok(None) => break,
                     Err(error) => {
                         // §2.7: the device broke the protocol. Its requests
@@ -435,6 +441,7 @@ impl Pending {
         }
         let mut request = self.completion.wait();
         let result = match request.status() {
+            _ if request.was_cancelled() => Err(BlkError::Cancelled),
             request::STATUS_OK => Ok(()),
             request::STATUS_UNSUPP => Err(BlkError::Unsupported),
             request::STATUS_IOERR => Err(BlkError::Io),
@@ -463,4 +470,5 @@ fn on_completion_interrupt(frame: &mut InterruptFrame) {
     crate::arch::apic::lapic::eoi();
 }
 
+mod reset_tests;
 mod tests;

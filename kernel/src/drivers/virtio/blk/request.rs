@@ -82,6 +82,8 @@ pub struct Request {
     data: Option<DmaBuffer>,
     data_len: u32,
     operation: Operation,
+    /// Taken back by a queue reset instead of completed by the device.
+    cancelled: bool,
     /// Shared with the submitter while the request is out.
     pub completion: Arc<Completion>,
 }
@@ -97,6 +99,7 @@ impl Request {
             data: None,
             data_len: 0,
             operation: Operation::Flush,
+            cancelled: false,
             completion: Arc::new(Completion::new()),
         }))
     }
@@ -118,6 +121,23 @@ impl Request {
         self.operation = operation;
         self.data = data;
         self.data_len = data_len;
+        self.cancelled = false;
+    }
+
+    /// Hands the finished (or cancelled) request to its submitter.
+    pub fn finish(self: Box<Self>) {
+        let completion = self.completion.clone();
+        completion.complete(self);
+    }
+
+    /// Records that a queue reset took the request back unrun.
+    pub fn mark_cancelled(&mut self) {
+        self.cancelled = true;
+    }
+
+    /// Whether a queue reset took the request back unrun.
+    pub fn was_cancelled(&self) -> bool {
+        self.cancelled
     }
 
     /// The status byte the device wrote.

@@ -173,7 +173,8 @@ impl GpuDevice {
     fn probe() -> Result<Self, &'static str> {
         let function = crate::pci::find(0x1af4, 0x1050).next().ok_or("no device")?;
         let mut transport = VirtioPci::new(function).map_err(|_| "unusable transport")?;
-        let features = vireo_virtio::negotiate_features(&mut transport, Features::EVENT_IDX)
+        let wanted = Features::EVENT_IDX | Features::RING_RESET;
+        let features = vireo_virtio::negotiate_features(&mut transport, wanted)
             .map_err(|_| "feature negotiation failed")?;
         // Strict: the used length says how much of a response to decode,
         // so a device claiming more than the response buffer is lying about
@@ -208,14 +209,38 @@ impl GpuDevice {
             display: Rect::default(),
             _transport: SpinLock::new(transport),
         };
-        let info =
-            device.execute(&protocol::GetDisplayInfo, None).map_err(|_| "no display info")?;
-        let display = info.0.iter().find(|d| d.is_enabled).ok_or("no enabled scanout")?;
-        if display.rect.is_empty() || display.rect.width > 8192 || display.rect.height > 8192 {
-            return Err("implausible display size");
+        let display = match device.execute(&protocol::GetDisplayInfo, None) {
+            Ok(info) => match info.0.iter().find(|d| d.is_enabled) {
+                Some(d) if d.rect.is_empty() || d.rect.width > 8192 || d.rect.height > 8192 => {
+                    Err("implausible display size")
+                }
+                Some(d) => Ok(d.rect),
+                None => Err("no enabled scanout"),
+            },
+            Err(_) => Err("no display info"),
+        };
+        match display {
+            Ok(rect) => {
+                device.display = rect;
+                Ok(device)
+            }
+            Err(why) => {
+                device.abandon();
+                Err(why)
+            }
         }
-        device.display = display.rect;
-        Ok(device)
+    }
+
+    /// Gives up on the device after DRIVER_OK: resets it — on PCI the only
+    /// way to stop its queue (§4.1.4.3.2) — so the control queue's rings
+    /// and pages can be freed, then marks it FAILED (§3.1.1). If the reset
+    /// times out, the queue keeps them (it leaks them when dropped).
+    fn abandon(self) {
+        let mut transport = self._transport.lock();
+        if let Ok(proof) = transport.reset() {
+            let _ = self.control.lock().queue.reclaim(&proof, |_, page| drop(page));
+        }
+        transport.set_status(DeviceStatus::FAILED);
     }
 
     /// Scanout 0's mode.

@@ -1,0 +1,96 @@
+//! Resetting one virtio-blk queue while the others keep running
+//! (`VIRTIO_F_RING_RESET`, VirtIO 1.2 §2.6.1), e.g. to recover a queue or
+//! change its setup.
+//!
+//! What QEMU 7.2 does (hw/virtio/virtio-pci.c, hw/virtio/virtio.c): a write
+//! of 1 to `queue_reset` runs `virtio_queue_reset` synchronously, which
+//! calls the device's `queue_reset` hook — virtio-blk has none — and then
+//! forgets the rings and indices and sets the queue's MSI-X vector to
+//! NO_VECTOR; `queue_reset` reads 0 right away. Requests virtio-blk already
+//! took from the ring stay in its block layer: they finish later, writing
+//! their data and status into guest memory after the reset "completed", and
+//! `virtqueue_push` then writes their used entries into whatever ring is
+//! programmed by then (the re-enabled one), underflowing the queue's
+//! in-use count. Reclaiming those buffers would hand memory the device is
+//! about to write back to the kernel. So the driver first waits (bounded)
+//! for the device to answer every request it was told about, and resets a
+//! quiet queue; reclaim then returns only requests the device never took.
+
+use super::{BlkDevice, BlkError, BlkQueue};
+use crate::drivers::virtio::pci::VirtioPci;
+use crate::time::uptime_us;
+
+/// How long a reset waits for the device to answer what it was given.
+const DRAIN_US: u64 = 1_000_000;
+
+impl BlkDevice {
+    /// Whether single queues can be reset ([`BlkDevice::reset_queue`]).
+    pub fn has_queue_reset(&self) -> bool {
+        self.has_queue_reset
+    }
+
+    /// Resets queue `index` alone and re-enables it; the other queues keep
+    /// running. Requests still waiting for the device come back to their
+    /// submitters as [`BlkError::Cancelled`]; returns how many.
+    ///
+    /// # Errors
+    /// [`BlkError::Unsupported`] without `VIRTIO_F_RING_RESET` or with no
+    /// such queue; [`BlkError::DeviceFailed`] if the device broke the ring,
+    /// did not answer its requests within a second (they stay with it:
+    /// nothing it may still write is handed back) or did not finish the
+    /// reset.
+    pub fn reset_queue(&self, index: usize) -> Result<usize, BlkError> {
+        let slot = self.queues.get(index).filter(|_| self.has_queue_reset);
+        let slot = slot.ok_or(BlkError::Unsupported)?;
+        let mut state = slot.state.lock();
+        self.drain_locked(&mut state)?;
+        let mut transport = self.transport.lock();
+        let failed = |_| BlkError::DeviceFailed;
+        let proof = state.queue.reset_queue(&mut *transport).map_err(failed)?;
+        // The used ring no longer changes: take what the device finished.
+        while let Some(used) = state.queue.pop_used().map_err(failed)? {
+            used.buffers.finish();
+        }
+        let mut cancelled = 0;
+        state
+            .queue
+            .reclaim(&proof, |_, mut request| {
+                request.mark_cancelled();
+                request.finish();
+                cancelled += 1;
+            })
+            .map_err(failed)?;
+        self.restart_locked(index, &mut state, &mut transport)?;
+        Ok(cancelled)
+    }
+
+    /// Completes requests until none is in flight, or fails after
+    /// `DRAIN_US` (the caller holds the queue's lock, so none are added).
+    pub(super) fn drain_locked(&self, state: &mut BlkQueue) -> Result<(), BlkError> {
+        let deadline = uptime_us() + DRAIN_US;
+        while state.queue.in_flight() > 0 {
+            match state.queue.pop_used() {
+                Ok(Some(used)) => used.buffers.finish(),
+                Ok(None) if uptime_us() > deadline => return Err(BlkError::DeviceFailed),
+                Ok(None) => core::hint::spin_loop(),
+                Err(_) => return Err(BlkError::DeviceFailed),
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-enables a reclaimed queue: the MSI-X vector first (QEMU's queue
+    /// reset cleared it), then the zeroed rings.
+    pub(super) fn restart_locked(
+        &self,
+        index: usize,
+        state: &mut BlkQueue,
+        transport: &mut VirtioPci,
+    ) -> Result<(), BlkError> {
+        let queue = index as u16;
+        if !transport.set_queue_msix_vector(queue, queue + 1) {
+            return Err(BlkError::DeviceFailed);
+        }
+        state.queue.restart(transport).map_err(|_| BlkError::DeviceFailed)
+    }
+}
