@@ -35,6 +35,16 @@ fn driver_ok(t: &mut TestTransport) {
     t.set_status(s | DeviceStatus::DRIVER_OK);
 }
 
+/// A device thread per queue of `dev` (EVENT_IDX on).
+fn serve_all(dev: &Arc<Device>, hal: &GHal, jitter: bool) -> Vec<thread::JoinHandle<u64>> {
+    (0..dev.queues.len() as u16)
+        .map(|i| {
+            let (dev, hal) = (dev.clone(), hal.clone());
+            thread::spawn(move || serve(dev, i, hal, true, jitter))
+        })
+        .collect()
+}
+
 /// Polls `q` until at least one request completed (bounded).
 fn first_completion(q: &mut Q, traffic: &mut Traffic) -> u64 {
     let deadline = Instant::now() + TIMEOUT;
@@ -68,12 +78,7 @@ fn one_queue_resets_with_requests_in_flight_while_the_other_runs() {
     let mut q0 = queue(&hal, &mut t, 0, 64, f);
     let mut q1 = queue(&hal, &mut t, 1, 16, f);
     driver_ok(&mut t);
-    let servers: Vec<_> = (0..2u16)
-        .map(|i| {
-            let (dev, hal) = (dev.clone(), hal.clone());
-            thread::spawn(move || serve(dev, i, hal, true, true))
-        })
-        .collect();
+    let servers = serve_all(&dev, &hal, true);
 
     // Queue 0: steady verified traffic in its own thread until told to stop.
     let stop = Arc::new(AtomicBool::new(false));
@@ -153,12 +158,7 @@ fn device_reset_proof_reclaims_every_queue_then_both_restart() {
     let f = features(&mut t);
     let mut qs = [queue(&hal, &mut t, 0, 32, f), queue(&hal, &mut t, 1, 8, f)];
     driver_ok(&mut t);
-    let servers: Vec<_> = (0..2u16)
-        .map(|i| {
-            let (dev, hal) = (dev.clone(), hal.clone());
-            thread::spawn(move || serve(dev, i, hal, true, false))
-        })
-        .collect();
+    let servers = serve_all(&dev, &hal, false);
     let mut traffic = [Traffic::new(&hal, 32, 3, 6, 500), Traffic::new(&hal, 8, 5, 8, 500)];
     let (mut reclaimed, mut completed) = (0, 0);
     for round in 0..40 {
