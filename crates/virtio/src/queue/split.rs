@@ -103,11 +103,14 @@ struct Slot<B> {
     owner: Option<B>,
 }
 
-/// Whether the device may use the rings.
+/// Whether the device may use the rings, and whether we still use them.
+/// One field, so the hot path checks usability with one compare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     /// Programmed into the device, and no reset proven since.
     Live,
+    /// Live, but the device broke the protocol: every call fails fast.
+    Broken,
     /// Reclaimed after a proven reset: the device has forgotten the rings.
     Stopped,
 }
@@ -149,7 +152,6 @@ pub struct SplitQueue<H: Hal, B> {
     /// full barrier has run since (which makes it safe to sleep on, §2.7.7.2).
     used_event: u16,
     used_event_fenced: bool,
-    broken: bool,
     stats: QueueStats,
 }
 
@@ -215,7 +217,6 @@ impl<H: Hal, B> SplitQueue<H, B> {
             irq_on: true,
             used_event: 0,
             used_event_fenced: true,
-            broken: false,
             stats: QueueStats::default(),
         };
         queue.program(transport);
@@ -239,7 +240,7 @@ impl<H: Hal, B> SplitQueue<H, B> {
 
     /// Whether a device protocol violation broke this queue.
     pub fn is_broken(&self) -> bool {
-        self.broken
+        self.state == State::Broken
     }
 
     /// Whether the queue was reclaimed and not yet restarted.
@@ -414,18 +415,16 @@ impl<H: Hal, B> SplitQueue<H, B> {
     /// `Broken` or `Stopped` if the ring must not be used now.
     #[inline(always)]
     fn check_usable(&self) -> Result {
-        if self.broken {
-            return Err(Error::Broken);
+        match self.state {
+            State::Live => Ok(()),
+            State::Broken => Err(Error::Broken),
+            State::Stopped => Err(Error::Stopped),
         }
-        if self.state == State::Stopped {
-            return Err(Error::Stopped);
-        }
-        Ok(())
     }
 
     #[cold]
     fn fail(&mut self, e: Error) -> Error {
-        self.broken = true;
+        self.state = State::Broken;
         e
     }
 

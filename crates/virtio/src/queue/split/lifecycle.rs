@@ -25,7 +25,6 @@ impl<H: Hal, B> SplitQueue<H, B> {
         self.irq_on = true;
         self.used_event = 0;
         self.used_event_fenced = true;
-        self.broken = false;
         let (desc, driver, device) = self.ring.addresses();
         let size = self.size;
         // SAFETY: the three areas are this queue's ring memory for `size`
