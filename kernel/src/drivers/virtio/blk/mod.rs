@@ -6,7 +6,10 @@
 //! duration of the submission), the device's completion interrupt arrives
 //! on that same CPU, and the handler hands each finished request to the
 //! `Completion` its submitter sleeps on. Requests are pooled per queue; the
-//! pool is the queue's depth limit, so `add` never meets a full ring.
+//! pool is the queue's depth limit, so `add` never meets a full ring. A
+//! request goes back to the pool as soon as the device finishes it (its
+//! outcome waits in the `Completion`), so submitters holding requests they
+//! have not waited for cannot starve each other of requests.
 
 mod request;
 mod reset;
@@ -386,36 +389,56 @@ impl BlkDevice {
         let Some(slot) = self.queues.get(index) else {
             return;
         };
-        let mut state = slot.state.lock();
-        loop {
+        let freed = {
+            let mut state = slot.state.lock();
+            let mut freed = 0;
             loop {
-                match state.queue.pop_used() {
-                    Ok(Some(used)) => used.buffers.finish(),
-                    Ok(None) => break,
-                    Err(error) => {
-                        // §2.7: the device broke the protocol. Its requests
-                        // stay with the broken queue (the device may still
-                        // write them); new ones are refused.
-                        if !self.failed.swap(true, Ordering::AcqRel) {
-                            log::error!("virtio-blk: queue {index}: {error}; device disabled");
+                loop {
+                    match state.queue.pop_used() {
+                        Ok(Some(used)) => freed += state.recycle(used.buffers),
+                        Ok(None) => break,
+                        Err(error) => {
+                            // §2.7: the device broke the protocol. Its requests
+                            // stay with the broken queue (the device may still
+                            // write them); new ones are refused.
+                            if !self.failed.swap(true, Ordering::AcqRel) {
+                                log::error!("virtio-blk: queue {index}: {error}; device disabled");
+                            }
+                            break;
                         }
-                        return;
                     }
                 }
+                // §2.7.14: re-enable, then recheck for completions that raced in.
+                match state.queue.enable_interrupts() {
+                    Ok(true) => continue,
+                    Ok(false) | Err(_) => break,
+                }
             }
-            // §2.7.14: re-enable, then recheck for completions that raced in.
-            match state.queue.enable_interrupts() {
-                Ok(false) => break,
-                Ok(true) => continue,
-                Err(_) => return,
+            freed
+        };
+        slot.wake_submitters(freed);
+    }
+}
+
+impl BlkQueue {
+    /// Hands a finished request's outcome to its submitter and puts the
+    /// request back in the pool at once; returns 1 (requests freed).
+    fn recycle(&mut self, mut request: Box<Request>) -> usize {
+        request.finish();
+        self.pool.push(request);
+        1
+    }
+}
+
+impl QueueSlot {
+    /// Wakes up to `freed` submitters waiting for a request. Call without
+    /// the queue's lock: their wait condition takes it.
+    fn wake_submitters(&self, freed: usize) {
+        for _ in 0..freed {
+            if !self.space.wake_one() {
+                break;
             }
         }
-    }
-
-    fn recycle(&self, queue_index: usize, request: Box<Request>) {
-        let slot = &self.queues[queue_index];
-        slot.state.lock().pool.push(request);
-        slot.space.wake_one();
     }
 }
 
@@ -439,18 +462,16 @@ impl Pending {
             self.device.complete(self.queue_index);
             core::hint::spin_loop();
         }
-        let mut request = self.completion.wait();
-        let result = match request.status() {
-            _ if request.was_cancelled() => Err(BlkError::Cancelled),
+        let outcome = self.completion.wait();
+        let result = match outcome.status {
+            _ if outcome.cancelled => Err(BlkError::Cancelled),
             request::STATUS_OK => Ok(()),
             request::STATUS_UNSUPP => Err(BlkError::Unsupported),
             request::STATUS_IOERR => Err(BlkError::Io),
             // A value the spec does not define: not a success either.
             _ => Err(BlkError::Io),
         };
-        let data = request.take_data();
-        self.device.recycle(self.queue_index, request);
-        (result, data)
+        (result, outcome.data)
     }
 
     fn wait_for_buffer(self) -> Result<DmaBuffer, (BlkError, Option<DmaBuffer>)> {

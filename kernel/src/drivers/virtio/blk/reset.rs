@@ -19,6 +19,7 @@
 use super::{BlkDevice, BlkError, BlkQueue};
 use crate::drivers::virtio::pci::VirtioPci;
 use crate::time::uptime_us;
+use alloc::vec::Vec;
 
 /// How long a reset waits for the device to answer what it was given.
 const DRAIN_US: u64 = 1_000_000;
@@ -42,35 +43,51 @@ impl BlkDevice {
     pub fn reset_queue(&self, index: usize) -> Result<usize, BlkError> {
         let slot = self.queues.get(index).filter(|_| self.has_queue_reset);
         let slot = slot.ok_or(BlkError::Unsupported)?;
-        let mut state = slot.state.lock();
-        self.drain_locked(&mut state)?;
+        let mut freed = 0;
+        let result = self.reset_locked(index, &mut slot.state.lock(), &mut freed);
+        slot.wake_submitters(freed);
+        result
+    }
+
+    /// `reset_queue` with the queue's lock held; counts in `freed` the
+    /// requests that went back to the pool.
+    fn reset_locked(
+        &self,
+        index: usize,
+        state: &mut BlkQueue,
+        freed: &mut usize,
+    ) -> Result<usize, BlkError> {
+        self.drain_locked(state, freed)?;
         let mut transport = self.transport.lock();
         let failed = |_| BlkError::DeviceFailed;
         let proof = state.queue.reset_queue(&mut *transport).map_err(failed)?;
         // The used ring no longer changes: take what the device finished.
         while let Some(used) = state.queue.pop_used().map_err(failed)? {
-            used.buffers.finish();
+            *freed += state.recycle(used.buffers);
         }
-        let mut cancelled = 0;
-        state
-            .queue
-            .reclaim(&proof, |_, mut request| {
-                request.mark_cancelled();
-                request.finish();
-                cancelled += 1;
-            })
-            .map_err(failed)?;
-        self.restart_locked(index, &mut state, &mut transport)?;
-        Ok(cancelled)
+        let mut cancelled = Vec::new();
+        state.queue.reclaim(&proof, |_, request| cancelled.push(request)).map_err(failed)?;
+        let count = cancelled.len();
+        for mut request in cancelled {
+            request.mark_cancelled();
+            *freed += state.recycle(request);
+        }
+        self.restart_locked(index, state, &mut transport)?;
+        Ok(count)
     }
 
     /// Completes requests until none is in flight, or fails after
     /// `DRAIN_US` (the caller holds the queue's lock, so none are added).
-    pub(super) fn drain_locked(&self, state: &mut BlkQueue) -> Result<(), BlkError> {
+    /// Counts in `freed` the requests that went back to the pool.
+    pub(super) fn drain_locked(
+        &self,
+        state: &mut BlkQueue,
+        freed: &mut usize,
+    ) -> Result<(), BlkError> {
         let deadline = uptime_us() + DRAIN_US;
         while state.queue.in_flight() > 0 {
             match state.queue.pop_used() {
-                Ok(Some(used)) => used.buffers.finish(),
+                Ok(Some(used)) => *freed += state.recycle(used.buffers),
                 Ok(None) if uptime_us() > deadline => return Err(BlkError::DeviceFailed),
                 Ok(None) => core::hint::spin_loop(),
                 Err(_) => return Err(BlkError::DeviceFailed),

@@ -148,7 +148,8 @@ ktest!(
         }
         let (tokens, popped, reclaimed, stats) = {
             let mut state = device.queues[index].state.lock();
-            check!(device.drain_locked(&mut state).is_ok(), "queue {} would not go idle", index);
+            let idle = device.drain_locked(&mut state, &mut 0).is_ok();
+            check!(idle, "queue {} would not go idle", index);
             // Made available, never notified: an idle QEMU device looks at
             // the ring only when kicked, so these are surely not taken.
             let mut tokens: Vec<(Token, u64)> = Vec::new();
