@@ -81,7 +81,7 @@ pub unsafe trait DmaBuffers {
 pub struct DmaChain<H: Hal, const N: usize = 8> {
     dma: Dma<H>,
     /// `(offset, len)` of each segment inside `dma`.
-    segs: [(usize, u32); N],
+    segs: [(u32, u32); N],
     count: u8,
     readable: u8,
 }
@@ -98,8 +98,9 @@ impl<H: Hal, const N: usize> DmaChain<H, N> {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidRequest`] if there are more than `N` segments in total
-    /// or one is empty; [`Error::OutOfBounds`] if a range leaves the region.
+    /// [`Error::InvalidRequest`] if there are more than `N` segments in total,
+    /// one is empty or longer than `u32::MAX`, or one starts 4 GiB or more
+    /// into the region; [`Error::OutOfBounds`] if a range leaves the region.
     /// On error the layout is left empty.
     pub fn set_segments(
         &mut self,
@@ -120,6 +121,9 @@ impl<H: Hal, const N: usize> DmaChain<H, N> {
             if end > self.dma.len() {
                 return Err(Error::OutOfBounds);
             }
+            // Offsets are kept as u32 (one cache line for a small chain);
+            // a segment starting 4 GiB into a region is refused, not cut.
+            let off = u32::try_from(off).map_err(|_| Error::InvalidRequest)?;
             self.segs[i] = (off, len as u32);
         }
         self.count = total as u8;
@@ -135,7 +139,7 @@ impl<H: Hal, const N: usize> DmaChain<H, N> {
     pub fn bytes(&self, index: usize) -> &[u8] {
         assert!(index < self.count as usize, "segment index out of range");
         let (off, len) = self.segs[index];
-        &self.dma.as_slice()[off..off + len as usize]
+        &self.dma.as_slice()[off as usize..off as usize + len as usize]
     }
 
     /// The bytes of segment `index`, mutably.
@@ -146,7 +150,7 @@ impl<H: Hal, const N: usize> DmaChain<H, N> {
     pub fn bytes_mut(&mut self, index: usize) -> &mut [u8] {
         assert!(index < self.count as usize, "segment index out of range");
         let (off, len) = self.segs[index];
-        &mut self.dma.as_mut_slice()[off..off + len as usize]
+        &mut self.dma.as_mut_slice()[off as usize..off as usize + len as usize]
     }
 
     /// The whole underlying region (its address, size and HAL).
@@ -191,7 +195,7 @@ unsafe impl<H: Hal, const N: usize> DmaBuffers for DmaChain<H, N> {
     #[inline]
     fn segment(&self, index: usize) -> Segment {
         let (off, len) = self.segs[index];
-        Segment { addr: self.dma.paddr() + off as u64, len }
+        Segment { addr: self.dma.paddr() + u64::from(off), len }
     }
 }
 
