@@ -9,6 +9,7 @@
 //! `hostile/` for the lying device and `layers.rs` for the check that the
 //! kernel imports only lower layers.
 
+mod barrier_mutants;
 mod bench;
 mod boot;
 mod cmds;

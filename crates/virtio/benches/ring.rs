@@ -20,8 +20,8 @@ use std::ptr::NonNull;
 use std::time::Instant;
 
 use vireo_virtio::{
-    DeviceStatus, Dma, DmaChain, Features, Hal, InterruptStatus, PAGE_SIZE, PhysAddr, QueueConfig,
-    SplitQueue, Transport,
+    DeviceId, DeviceStatus, Dma, DmaChain, Features, Hal, InterruptStatus, PAGE_SIZE, PhysAddr,
+    QueueConfig, SplitQueue, Transport, UsedLenPolicy,
 };
 
 const SIZE: u16 = 256;
@@ -204,8 +204,12 @@ struct Regs {
 }
 
 struct VireoTransport(Regs);
-// SAFETY: the device model runs only inside `notify`; reset stops it.
+// SAFETY: the device model runs only inside `notify`, so it is stopped
+// whenever `reset` runs; each transport is its own device (its address).
 unsafe impl Transport for VireoTransport {
+    fn device_id(&self) -> DeviceId {
+        DeviceId::new(self as *const Self as u64)
+    }
     fn read_device_features(&mut self) -> u64 {
         (Features::VERSION_1 | Features::EVENT_IDX | Features::INDIRECT_DESC).bits()
     }
@@ -216,7 +220,7 @@ unsafe impl Transport for VireoTransport {
     fn queue_used(&mut self, _q: u16) -> bool {
         false
     }
-    fn queue_set(&mut self, _q: u16, size: u16, d: PhysAddr, a: PhysAddr, u: PhysAddr) {
+    unsafe fn queue_set(&mut self, _q: u16, size: u16, d: PhysAddr, a: PhysAddr, u: PhysAddr) {
         self.0.queue = Some((size, d, a, u));
     }
     fn queue_unset(&mut self, _q: u16) {}
@@ -308,7 +312,13 @@ fn vireo(iters: u64, indirect: bool, batch: usize) -> f64 {
     // their addresses relative to the rings do not change with where ASLR
     // puts the stack (4 KiB aliasing made runs bimodal).
     let mut t = Box::new(VireoTransport(Regs::default()));
-    let cfg = QueueConfig { index: 0, size: SIZE, features, indirect_max: 4 };
+    let cfg = QueueConfig {
+        index: 0,
+        size: SIZE,
+        features,
+        indirect_max: 4,
+        used_len: UsedLenPolicy::Strict,
+    };
     // Requests are boxed once at setup so the queue moves an 8-byte
     // owner per request; nothing is allocated in the loop.
     let mut q: Box<SplitQueue<BenchHal, Box<DmaChain<BenchHal, 3>>>> =
@@ -341,14 +351,19 @@ fn vireo(iters: u64, indirect: bool, batch: usize) -> f64 {
         }
         done += batch as u64;
     }
-    done as f64 / start.elapsed().as_secs_f64()
+    let rate = done as f64 / start.elapsed().as_secs_f64();
+    // Device stopped (it only runs inside `notify`): free the rings.
+    let proof = t.reset().unwrap();
+    q.reclaim(&proof, |_, _| ()).unwrap();
+    rate
 }
 
 /// vireo through the unsafe raw API with no owner (B = ()), for analysis.
 fn vireo_raw(iters: u64) -> f64 {
     let features = Features::VERSION_1 | Features::EVENT_IDX;
     let mut t = VireoTransport(Regs::default());
-    let cfg = QueueConfig { index: 0, size: SIZE, features, indirect_max: 0 };
+    let used_len = UsedLenPolicy::Strict;
+    let cfg = QueueConfig { index: 0, size: SIZE, features, indirect_max: 0, used_len };
     let mut q: SplitQueue<BenchHal, ()> = SplitQueue::new(&BenchHal, &mut t, cfg).unwrap();
     let (size, d, a, u) = t.0.queue.unwrap();
     t.0.device = Some(Device::new(size, d, a, u, true));

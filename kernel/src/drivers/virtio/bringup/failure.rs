@@ -4,13 +4,14 @@
 //! rings of every queue created so far, and the buffers in them — and may
 //! write them until it has reset (§2.4: after a reset the device uses no
 //! buffers). Only a reset whose status reads back 0 proves that; the
-//! crate's reset gives up after a bounded number of reads. So:
-//! - reset proven: the queues are dropped (their rings freed) and the
-//!   interrupt vectors released;
-//! - reset not proven: every queue is forgotten, rings and buffers leaked,
-//!   and the vectors stay installed so that a late message still gets its
-//!   EOI. Leaking is safe; memory the device writes after it was freed is
-//!   not.
+//! crate's reset gives up after a bounded number of reads, and hands out a
+//! [`vireo_virtio::DeviceReset`] proof only when it completes. So:
+//! - reset proven: each queue reclaims its buffers against that proof and
+//!   frees its rings; the interrupt vectors are released;
+//! - reset not proven: the queues are dropped unreclaimed, which makes the
+//!   crate leak their rings and buffers (counted in `leak_counts`), and the
+//!   vectors stay installed so that a late message still gets its EOI.
+//!   Leaking is safe; memory the device writes after it was freed is not.
 //!
 //! Either way MSI-X is switched off first, so no message is routed to a
 //! vector that is being released.
@@ -84,8 +85,14 @@ impl<T: PciTransport> VirtioDevice<T> {
             let _ = msix.disable();
         }
         let teardown = match self.transport.get_mut().reset() {
-            Ok(()) => {
-                drop(queues);
+            Ok(proof) => {
+                for mut queue in queues {
+                    // A queue of this device, programmed before the reset:
+                    // the proof covers it, so this frees everything.
+                    if queue.reclaim(&proof, |_, buffers| drop(buffers)).is_err() {
+                        log::error!("{}: a queue refused the reset proof; leaked", self.name);
+                    }
+                }
                 if let Some(run) = self.vectors.take() {
                     for vector in run.first..run.first + run.count {
                         interrupts::unregister_irq(vector);
@@ -95,9 +102,8 @@ impl<T: PciTransport> VirtioDevice<T> {
             }
             Err(_) => {
                 let leaked_queues = queues.len();
-                for queue in queues {
-                    core::mem::forget(queue);
-                }
+                // Unreclaimed queues leak their rings and buffers on drop.
+                drop(queues);
                 log::error!("{}: device did not reset; {leaked_queues} queues leaked", self.name);
                 Teardown::ResetIncomplete { leaked_queues }
             }
