@@ -40,9 +40,12 @@ const POLL_US: u64 = 30;
 /// Requests in flight per queue at most: every request is one indirect
 /// descriptor.
 const REQUESTS_PER_QUEUE: usize = 64;
-/// Requests made at start-up; the pool grows on demand up to the maximum,
-/// so boot does not pay for depth nobody uses.
-const INITIAL_REQUESTS: usize = 4;
+/// Requests made at start-up: the whole pool. A pool that grew on demand
+/// made the driver's memory footprint depend on which CPU a burst of
+/// submissions ran on, so a frame count taken before and after a workload
+/// could not tell a leak from growth; making 64 one-page requests per queue
+/// costs well under a millisecond of boot.
+const INITIAL_REQUESTS: usize = REQUESTS_PER_QUEUE;
 
 /// Device feature bits (§5.2.3).
 mod feature {
