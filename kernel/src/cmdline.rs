@@ -32,6 +32,42 @@ pub enum Problem<'a> {
     },
 }
 
+/// `bench=<group,group,...>`: which benchmark groups a `bench` boot runs, so
+/// the runner can boot once per group and interleave each with the Linux
+/// peer's run of the same workloads. Plain `bench` runs them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BenchGroups {
+    /// `sched`: context switch, IPI round trip, cross-CPU wake-up.
+    pub sched: bool,
+    /// `blk`: the four virtio-blk workloads.
+    pub blk: bool,
+    /// `gpu`: full-frame and 64x64-damage frames.
+    pub gpu: bool,
+}
+
+impl BenchGroups {
+    /// Every group (plain `bench`).
+    pub const ALL: Self = Self { sched: true, blk: true, gpu: true };
+
+    /// Parses a comma-separated list of group names; `None` when it names
+    /// an unknown group or none at all.
+    fn parse(list: &str) -> Option<Self> {
+        let mut groups = Self { sched: false, blk: false, gpu: false };
+        for name in list.split(',') {
+            match name {
+                "sched" => groups.sched = true,
+                "blk" => groups.blk = true,
+                "gpu" => groups.gpu = true,
+                _ => return None,
+            }
+        }
+        Some(groups)
+    }
+}
+
+/// Longest `bench.secs=` accepted: a typo must not keep a boot busy for hours.
+const MAX_BENCH_SECS: u32 = 600;
+
 /// Problems kept for reporting; more are counted.
 const MAX_PROBLEMS: usize = 8;
 
@@ -48,6 +84,11 @@ pub struct Options<'a> {
     pub test_skip: Option<&'a str>,
     /// `ktest.after=<name>`: resume after this test (used after a crash).
     pub test_after: Option<&'a str>,
+    /// `bench=<groups>`: the groups a `bench` boot runs (all by default).
+    pub bench_groups: BenchGroups,
+    /// `bench.secs=<n>`: seconds each timed workload runs (1 by default),
+    /// like the Linux peer's `bench_secs`.
+    pub bench_secs: u32,
     problems: [Option<Problem<'a>>; MAX_PROBLEMS],
     /// Problems beyond the ones kept.
     pub extra_problems: usize,
@@ -62,6 +103,8 @@ impl<'a> Options<'a> {
             test_filter: None,
             test_skip: None,
             test_after: None,
+            bench_groups: BenchGroups::ALL,
+            bench_secs: 1,
             problems: [None; MAX_PROBLEMS],
             extra_problems: 0,
         };
@@ -77,6 +120,17 @@ impl<'a> Options<'a> {
                 },
                 ("ktest", None) => options.mode = Mode::Test,
                 ("bench", None) => options.mode = Mode::Bench,
+                ("bench", Some(list)) => match BenchGroups::parse(list) {
+                    Some(groups) => {
+                        options.mode = Mode::Bench;
+                        options.bench_groups = groups;
+                    }
+                    None => options.report(Problem::BadValue { key, value: list }),
+                },
+                ("bench.secs", Some(secs)) => match secs.parse() {
+                    Ok(secs @ 1..=MAX_BENCH_SECS) => options.bench_secs = secs,
+                    _ => options.report(Problem::BadValue { key, value: secs }),
+                },
                 ("selftest", Some("panic")) => options.mode = Mode::PanicSelfTest,
                 ("ktest.filter", Some(filter)) => options.test_filter = Some(filter),
                 ("ktest.skip", Some(skip)) => options.test_skip = Some(skip),
@@ -142,6 +196,36 @@ mod tests {
             check_eq!(problems[0], Problem::UnknownOption("frobnicate=1"));
             check_eq!(problems[1], Problem::BadValue { key: "log", value: "loud" });
             check_eq!(problems[2], Problem::UnknownOption("quiet"));
+            Ok(())
+        }
+    );
+
+    ktest!(
+        fn bench_groups_and_duration_parse() {
+            let options = Options::parse("bench");
+            check_eq!(options.mode, Mode::Bench);
+            check_eq!(options.bench_groups, BenchGroups::ALL);
+            check_eq!(options.bench_secs, 1);
+            let options = Options::parse("bench=gpu,blk bench.secs=3");
+            check_eq!(options.mode, Mode::Bench);
+            check_eq!(options.bench_groups, BenchGroups { sched: false, blk: true, gpu: true });
+            check_eq!(options.bench_secs, 3);
+            check_eq!(options.problems().count(), 0);
+            Ok(())
+        }
+    );
+
+    ktest!(
+        fn bad_bench_values_are_reported_and_ignored() {
+            let options = Options::parse("bench=blk,disk bench= bench.secs=0 bench.secs=9999");
+            check_eq!(options.mode, Mode::Shell);
+            check_eq!(options.bench_groups, BenchGroups::ALL);
+            check_eq!(options.bench_secs, 1);
+            let problems: alloc::vec::Vec<_> = options.problems().collect();
+            check_eq!(problems.len(), 4);
+            check_eq!(problems[0], Problem::BadValue { key: "bench", value: "blk,disk" });
+            check_eq!(problems[1], Problem::BadValue { key: "bench", value: "" });
+            check_eq!(problems[3], Problem::BadValue { key: "bench.secs", value: "9999" });
             Ok(())
         }
     );

@@ -110,7 +110,7 @@ extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
             exit_qemu(if summary.failed == 0 { ExitCode::Success } else { ExitCode::Failure })
         }
         Mode::Bench => {
-            bench::run_all();
+            bench::run(options.bench_groups, options.bench_secs);
             exit_qemu(ExitCode::Success)
         }
         Mode::PanicSelfTest => panic_while_others_log(),

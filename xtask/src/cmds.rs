@@ -6,10 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::BootArgs;
-use crate::bench::{self, Measurement};
 use crate::exit::KernelExit;
-use crate::host;
 use crate::process::{Chunk, Streaming};
 use crate::progress::{self, Heartbeat};
 use crate::qemu::{self, AccelChoice, DeviceSet, Machine, Qemu, Serial};
@@ -168,108 +165,6 @@ impl Ctx {
         crate::selftest::check_panic_report(&output, exit)
     }
 
-    /// Host benches, then the kernel's `bench` boot on the peer-matched
-    /// machine, then (with `peer`) the Linux peer and the comparison.
-    ///
-    /// Every step runs even if an earlier one failed, so one broken bench
-    /// does not hide the others' numbers; failures are reported at the end.
-    pub fn bench(&self, b: &BootArgs, timeout: u64, peer: bool) -> Result<(), String> {
-        let (_, failed) = host::run_commands(host::HOST_BENCHES, &self.root);
-        let q = self.machine(b.smp, !b.no_build)?;
-        let (bench_lines, kernel) = self.kernel_bench(&q, &b.append, timeout);
-        println!("==> {} BENCH line(s):", bench_lines.len());
-        for l in &bench_lines {
-            println!("{l}");
-        }
-        let compared = if peer { self.peer_bench(&q, &bench_lines, timeout) } else { Ok(()) };
-        let mut errors = vec![];
-        if !failed.is_empty() {
-            errors.push(format!("host benches failed: {}", failed.join(", ")));
-        }
-        errors.extend(kernel.err());
-        errors.extend(compared.err());
-        if errors.is_empty() { Ok(()) } else { Err(errors.join("\n")) }
-    }
-
-    /// Boots with `bench` on [`DeviceSet::PeerMatched`], echoing serial, and
-    /// returns the `BENCH ` lines and how the boot ended.
-    fn kernel_bench(
-        &self,
-        q: &Qemu,
-        append: &str,
-        timeout: u64,
-    ) -> (Vec<String>, Result<(), String>) {
-        let cmdline = join_cmdline("bench", append);
-        println!("==> booting with {cmdline:?} (1 GiB RAM, 1 GiB null-co disk, as the Linux peer)");
-        let mut cmd = q.command_with(DeviceSet::PeerMatched, &cmdline, Serial::Stdio, &[]);
-        cmd.current_dir(&self.root);
-        let mut output = String::new();
-        let exit = stream(cmd, timeout, |s| {
-            print!("{s}");
-            output.push_str(s);
-        });
-        let bench_lines = output
-            .lines()
-            .map(str::trim_end)
-            .filter(|l| l.starts_with("BENCH "))
-            .map(String::from)
-            .collect();
-        let result = match exit {
-            Err(e) => Err(e),
-            Ok(None) => Err(format!("kernel bench timed out after {timeout} s")),
-            Ok(Some(KernelExit::Success)) => Ok(()),
-            Ok(Some(k)) => Err(k.describe()),
-        };
-        (bench_lines, result)
-    }
-
-    /// Runs the Linux peer with vireo's accelerator and vCPU count, prints
-    /// its results as `PEER` lines and a `COMPARE` line per workload both
-    /// sides measured.
-    fn peer_bench(&self, q: &Qemu, bench_lines: &[String], timeout: u64) -> Result<(), String> {
-        let env_dir = std::env::var(bench::PEER_DIR_ENV).ok();
-        let dir = bench::peer_dir(&self.root, env_dir.as_deref());
-        let vireo: Vec<_> =
-            bench_lines.iter().filter_map(|l| Measurement::parse("BENCH", l)).collect();
-        let (width, height) = bench::gpu_size(&vireo);
-        // Not echoed: the peer's own `PEER init up`/`PEER done` lines would
-        // mix with the `PEER <workload>` lines printed below.
-        let mut output = String::new();
-        let mut exit = None;
-        for mode in [bench::PeerMode::Blk, bench::PeerMode::Gpu { width, height }] {
-            let mut cmd = bench::peer_command(&dir, mode, q.accel, q.smp)?;
-            cmd.current_dir(&self.root);
-            println!(
-                "==> Linux peer: {}/run-peer.sh {mode:?} (first run builds ~/.cache/vireo-peer, ~1 min)",
-                dir.display()
-            );
-            exit = stream(cmd, timeout, |s| output.push_str(s))
-                .map_err(|e| format!("Linux peer: {e}"))?;
-        }
-        for l in output.lines().filter(|l| l.contains("ERROR")) {
-            println!("==> Linux peer: {}", l.trim_end());
-        }
-        let peer = bench::parse_all("RESULT", &output);
-        if peer.is_empty() {
-            return Err(format!(
-                "Linux peer printed no RESULT lines ({}); its output ends:\n{}",
-                peer_exit(exit, timeout),
-                tail(&output, 10)
-            ));
-        }
-        for m in &peer {
-            println!("{}", bench::peer_line(m));
-        }
-        let (compared, missing) = bench::compare(&vireo, &peer);
-        for l in &compared {
-            println!("{l}");
-        }
-        if !missing.is_empty() {
-            println!("==> not compared (no iops on one side): {}", missing.join(", "));
-        }
-        Ok(())
-    }
-
     pub fn clean(&self) -> Result<(), String> {
         let st = Command::new(&self.cargo)
             .arg("clean")
@@ -288,22 +183,6 @@ pub fn join_cmdline(words: &str, append: &str) -> String {
         .copied()
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// How the peer ended, for the error when it printed no results. The peer
-/// powers off rather than using isa-debug-exit, so QEMU's status 0 is normal.
-fn peer_exit(exit: Option<KernelExit>, timeout: u64) -> String {
-    match exit {
-        None => format!("killed after {timeout} s"),
-        Some(KernelExit::Reset) => "exited normally".into(),
-        Some(k) => k.short(),
-    }
-}
-
-/// The last `n` lines of `text`, for error messages.
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<_> = text.lines().map(str::trim_end).collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Run QEMU with captured serial until it exits or `timeout` seconds pass
@@ -371,19 +250,5 @@ mod tests {
         assert_eq!(join_cmdline("bench", ""), "bench");
         assert_eq!(join_cmdline("ktest", " log=debug "), "ktest log=debug");
         assert_eq!(join_cmdline("", ""), "");
-    }
-
-    #[test]
-    fn tail_keeps_last_lines() {
-        assert_eq!(tail("a\r\nb\nc\n", 2), "b\nc");
-        assert_eq!(tail("a\n", 5), "a");
-        assert_eq!(tail("", 5), "");
-    }
-
-    #[test]
-    fn peer_exit_words() {
-        assert_eq!(peer_exit(Some(KernelExit::Reset), 9), "exited normally");
-        assert_eq!(peer_exit(None, 9), "killed after 9 s");
-        assert!(peer_exit(Some(KernelExit::QemuError(2)), 9).contains("QEMU failed"));
     }
 }

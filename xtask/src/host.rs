@@ -32,7 +32,8 @@ pub const HOST_TESTS: &[HostCommand] = &[
 ];
 
 // ======================================================================
-// HOST BENCHMARKS, run by `xtask bench` before booting the kernel bench.
+// HOST BENCHMARKS: the `ring` group of `xtask bench`, run once per round;
+// their `BENCH` lines on stdout are parsed into the summary.
 // ======================================================================
 pub const HOST_BENCHES: &[HostCommand] = &[
     // [virtio] ring round trips: vireo's split queue vs virtio-drivers 0.13.

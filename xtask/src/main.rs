@@ -2,13 +2,14 @@
 //!
 //! This file is only the command-line surface; see `boot.rs` for `run`,
 //! `debug` and `boot-log`, `test_cmd.rs` for `test`, `cmds.rs` for the
-//! shared context and `bench`, `qemu.rs` for the machine, `process.rs` and
-//! `exit.rs` for running QEMU and judging how it ended, `ktest/`/`serial.rs`
-//! for the in-kernel test protocol, `host.rs` for host tests, `bench.rs`
-//! for comparing with the Linux peer, `matrix.rs` for the compatibility
-//! matrix and `layers.rs` for the check that the kernel imports only lower
-//! layers.
+//! shared context, `qemu.rs` for the machine, `process.rs` and `exit.rs` for
+//! running QEMU and judging how it ended, `ktest/`/`serial.rs` for the
+//! in-kernel test protocol, `host.rs` for host tests, `bench/` for `bench`
+//! (interleaved rounds against the Linux peer, summaries, saved results),
+//! `hostile/` for the lying device, `matrix.rs` for the compatibility matrix
+//! and `layers.rs` for the check that the kernel imports only lower layers.
 
+mod barrier_mutants;
 mod bench;
 mod boot;
 mod cmds;
@@ -145,19 +146,10 @@ enum Cmd {
         #[arg(long, value_name = "PORT", default_value_t = 1234, value_parser = clap::value_parser!(u16).range(1..))]
         gdb_port: u16,
     },
-    /// Host benchmarks, then boot with `bench` and collect `BENCH ` lines.
-    Bench {
-        #[command(flatten)]
-        boot: BootArgs,
-        /// Kill QEMU after this many seconds.
-        #[arg(long, default_value_t = 600)]
-        timeout: u64,
-        /// Also run the Linux peer guest (../shared/peers/linux-guest, or
-        /// $VIREO_PEER_DIR) and print vireo/Linux ratios. Off by default:
-        /// its first run downloads Debian packages (~1 min).
-        #[arg(long)]
-        peer: bool,
-    },
+    /// Interleaved rounds of vireo's benches beside the host ring bench's
+    /// virtio-drivers and (with --peer) the Linux peer and the blk limit
+    /// probe; prints medians and ranges, saves target/bench/<time>-<commit>.json.
+    Bench(bench::BenchArgs),
     /// Boot against the lying vhost-user virtio-blk device
     /// (tools/hostile-blk), one boot per scenario.
     Hostile(hostile::HostileArgs),
@@ -169,10 +161,10 @@ impl Cmd {
     /// The QEMU arguments given after `--`.
     fn trailing_qemu_args(&self) -> &[String] {
         match self {
-            Cmd::Run { boot, .. }
-            | Cmd::BootLog { boot, .. }
-            | Cmd::Debug { boot, .. }
-            | Cmd::Bench { boot, .. } => &boot.qemu_args,
+            Cmd::Run { boot, .. } | Cmd::BootLog { boot, .. } | Cmd::Debug { boot, .. } => {
+                &boot.qemu_args
+            }
+            Cmd::Bench(args) => &args.boot.qemu_args,
             Cmd::Test(args) => &args.qemu_args,
             Cmd::Build | Cmd::Clean | Cmd::Hostile(_) => &[],
         }
@@ -291,9 +283,7 @@ fn dispatch(ctx: &cmds::Ctx, cmd: Cmd) -> i32 {
             ctx.boot_log(&boot, &stop, timeout, echo).map(Some)
         }
         Cmd::Debug { boot, timeout, gdb_port } => ctx.debug(&boot, timeout, gdb_port).map(Some),
-        Cmd::Bench { boot, timeout, peer } => {
-            ctx.bench(&boot, timeout, peer).map(|()| None).map_err(Failure::from)
-        }
+        Cmd::Bench(args) => bench::run(ctx, &args).map(|()| None).map_err(Failure::from),
         Cmd::Clean => ctx.clean().map(|()| None).map_err(Failure::from),
     };
     match result {
@@ -329,9 +319,15 @@ mod tests {
             _ => panic!(),
         }
         let cli = Cli::try_parse_from(["xtask", "bench"]).unwrap();
-        assert!(matches!(cli.cmd, Cmd::Bench { peer: false, .. }));
-        let cli = Cli::try_parse_from(["xtask", "bench", "--peer"]).unwrap();
-        assert!(matches!(cli.cmd, Cmd::Bench { peer: true, .. }));
+        assert!(matches!(cli.cmd, Cmd::Bench(a) if !a.peer && a.rounds.is_none()));
+        let cli = Cli::try_parse_from(["xtask", "bench", "--peer", "--rounds", "5"]).unwrap();
+        assert!(matches!(cli.cmd, Cmd::Bench(a) if a.peer && a.rounds == Some(5)));
+        let cli =
+            Cli::try_parse_from(["xtask", "bench", "--group", "blk,ring", "--compare", "x.json"]);
+        assert!(
+            matches!(cli.unwrap().cmd, Cmd::Bench(a) if a.group.len() == 2 && a.compare.is_some())
+        );
+        assert!(Cli::try_parse_from(["xtask", "bench", "--rounds", "0"]).is_err());
     }
 
     #[test]

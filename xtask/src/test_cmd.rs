@@ -85,10 +85,10 @@ fn matrix_name(value: &str) -> Result<String, String> {
 
 /// Running tally across all phases.
 #[derive(Default)]
-struct Tally {
-    passed: u64,
+pub struct Tally {
+    pub passed: u64,
     /// One entry per failure, already formatted for the final list.
-    failed: Vec<String>,
+    pub failed: Vec<String>,
 }
 
 pub fn test(ctx: &Ctx, args: &TestArgs) -> i32 {
@@ -126,6 +126,7 @@ fn host_phase(ctx: &Ctx, t: &mut Tally) {
     let (p, failed) = host::run_commands(host::HOST_TESTS, &ctx.root);
     t.passed += p;
     t.failed.extend(failed.into_iter().map(|n| format!("host: {n}")));
+    crate::barrier_mutants::check(ctx, t);
     println!(
         "==> host phase: {} failure(s), {}",
         t.failed.len() - failed_before,

@@ -6,8 +6,9 @@
 //! Run: `cargo bench -p vireo-virtio --bench ring`
 //!
 //! Each case alternates nine vireo and virtio-drivers runs; `vireo=` and
-//! `virtio_drivers=` are the best rates, `ratio=` the median of the nine
-//! paired ratios, which shrugs off the host's speed drifting mid-run.
+//! `virtio_drivers=` are each side's median rate, `ratio=` the median of the
+//! nine paired ratios (which shrugs off the host's speed drifting mid-run)
+//! and `ratio_lo=`/`ratio_hi=` the smallest and largest of them.
 //!
 //! The device model is deliberately cheap (it writes 8 data bytes and the
 //! status byte) so the numbers measure the driver side of the ring: add,
@@ -19,8 +20,8 @@ use std::ptr::NonNull;
 use std::time::Instant;
 
 use vireo_virtio::{
-    DeviceStatus, Dma, DmaChain, Features, Hal, InterruptStatus, PAGE_SIZE, PhysAddr, QueueConfig,
-    SplitQueue, Transport,
+    DeviceId, DeviceStatus, Dma, DmaChain, Features, Hal, InterruptStatus, PAGE_SIZE, PhysAddr,
+    QueueConfig, SplitQueue, Transport, UsedLenPolicy,
 };
 
 const SIZE: u16 = 256;
@@ -203,8 +204,12 @@ struct Regs {
 }
 
 struct VireoTransport(Regs);
-// SAFETY: the device model runs only inside `notify`; reset stops it.
+// SAFETY: the device model runs only inside `notify`, so it is stopped
+// whenever `reset` runs; each transport is its own device (its address).
 unsafe impl Transport for VireoTransport {
+    fn device_id(&self) -> DeviceId {
+        DeviceId::new(self as *const Self as u64)
+    }
     fn read_device_features(&mut self) -> u64 {
         (Features::VERSION_1 | Features::EVENT_IDX | Features::INDIRECT_DESC).bits()
     }
@@ -215,7 +220,7 @@ unsafe impl Transport for VireoTransport {
     fn queue_used(&mut self, _q: u16) -> bool {
         false
     }
-    fn queue_set(&mut self, _q: u16, size: u16, d: PhysAddr, a: PhysAddr, u: PhysAddr) {
+    unsafe fn queue_set(&mut self, _q: u16, size: u16, d: PhysAddr, a: PhysAddr, u: PhysAddr) {
         self.0.queue = Some((size, d, a, u));
     }
     fn queue_unset(&mut self, _q: u16) {}
@@ -307,7 +312,13 @@ fn vireo(iters: u64, indirect: bool, batch: usize) -> f64 {
     // their addresses relative to the rings do not change with where ASLR
     // puts the stack (4 KiB aliasing made runs bimodal).
     let mut t = Box::new(VireoTransport(Regs::default()));
-    let cfg = QueueConfig { index: 0, size: SIZE, features, indirect_max: 4 };
+    let cfg = QueueConfig {
+        index: 0,
+        size: SIZE,
+        features,
+        indirect_max: 4,
+        used_len: UsedLenPolicy::Strict,
+    };
     // Requests are boxed once at setup so the queue moves an 8-byte
     // owner per request; nothing is allocated in the loop.
     let mut q: Box<SplitQueue<BenchHal, Box<DmaChain<BenchHal, 3>>>> =
@@ -340,14 +351,19 @@ fn vireo(iters: u64, indirect: bool, batch: usize) -> f64 {
         }
         done += batch as u64;
     }
-    done as f64 / start.elapsed().as_secs_f64()
+    let rate = done as f64 / start.elapsed().as_secs_f64();
+    // Device stopped (it only runs inside `notify`): free the rings.
+    let proof = t.reset().unwrap();
+    q.reclaim(&proof, |_, _| ()).unwrap();
+    rate
 }
 
 /// vireo through the unsafe raw API with no owner (B = ()), for analysis.
 fn vireo_raw(iters: u64) -> f64 {
     let features = Features::VERSION_1 | Features::EVENT_IDX;
     let mut t = VireoTransport(Regs::default());
-    let cfg = QueueConfig { index: 0, size: SIZE, features, indirect_max: 0 };
+    let used_len = UsedLenPolicy::Strict;
+    let cfg = QueueConfig { index: 0, size: SIZE, features, indirect_max: 0, used_len };
     let mut q: SplitQueue<BenchHal, ()> = SplitQueue::new(&BenchHal, &mut t, cfg).unwrap();
     let (size, d, a, u) = t.0.queue.unwrap();
     t.0.device = Some(Device::new(size, d, a, u, true));
@@ -427,13 +443,24 @@ fn best(mut f: impl FnMut() -> f64) -> f64 {
     (0..5).map(|_| f()).fold(0.0, f64::max)
 }
 
+/// What [`paired`] measured: each side's median rate and the median,
+/// smallest and largest of the per-pair ratios a/b.
+struct Paired {
+    a: f64,
+    b: f64,
+    ratio: f64,
+    ratio_lo: f64,
+    ratio_hi: f64,
+}
+
+/// Interleaved pairs per case.
+const PAIRS: usize = 9;
+
 /// Runs `a` and `b` in alternating pairs (this machine's speed drifts from
-/// second to second) and returns the best rate of each and the median of
-/// the per-pair ratios a/b.
-fn paired(mut a: impl FnMut() -> f64, mut b: impl FnMut() -> f64) -> (f64, f64, f64) {
-    const PAIRS: usize = 9;
-    let mut ratios = Vec::with_capacity(PAIRS);
-    let (mut best_a, mut best_b) = (0.0f64, 0.0f64);
+/// second to second) and returns both medians and the per-pair ratios'
+/// median and range.
+fn paired(mut a: impl FnMut() -> f64, mut b: impl FnMut() -> f64) -> Paired {
+    let (mut rates_a, mut rates_b, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for pair in 0..PAIRS {
         let (ra, rb) = if pair % 2 == 0 {
             let ra = a();
@@ -442,12 +469,20 @@ fn paired(mut a: impl FnMut() -> f64, mut b: impl FnMut() -> f64) -> (f64, f64, 
             let rb = b();
             (a(), rb)
         };
-        best_a = best_a.max(ra);
-        best_b = best_b.max(rb);
+        rates_a.push(ra);
+        rates_b.push(rb);
         ratios.push(ra / rb);
     }
-    ratios.sort_by(f64::total_cmp);
-    (best_a, best_b, ratios[PAIRS / 2])
+    for v in [&mut rates_a, &mut rates_b, &mut ratios] {
+        v.sort_by(f64::total_cmp);
+    }
+    Paired {
+        a: rates_a[PAIRS / 2],
+        b: rates_b[PAIRS / 2],
+        ratio: ratios[PAIRS / 2],
+        ratio_lo: ratios[0],
+        ratio_hi: ratios[PAIRS - 1],
+    }
 }
 
 fn main() {
@@ -466,12 +501,13 @@ fn main() {
         if !only.is_empty() && only != name {
             continue;
         }
-        let (v, d, ratio) =
+        let p =
             paired(|| vireo(iters, indirect, batch), || virtio_drivers_rt(iters, indirect, batch));
-        println!("BENCH {name} vireo={v:.0} virtio_drivers={d:.0} ratio={ratio:.2}");
         let lost = VD_LOST_KICKS.swap(0, std::sync::atomic::Ordering::Relaxed);
-        if lost > 0 {
-            println!("BENCH {name}_virtio_drivers_lost_kicks={lost}");
-        }
+        println!(
+            "BENCH {name} vireo={:.0} virtio_drivers={:.0} ratio={:.2} ratio_lo={:.2} \
+             ratio_hi={:.2} pairs={PAIRS} virtio_drivers_lost_kicks={lost}",
+            p.a, p.b, p.ratio, p.ratio_lo, p.ratio_hi
+        );
     }
 }

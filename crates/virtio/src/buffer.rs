@@ -5,11 +5,16 @@
 //!
 //! The queue takes *ownership* of a request's buffers ([`DmaBuffers`]) in
 //! `add` and gives them back only from `pop_used` (the device returned them)
-//! or after a device reset. Tokens are plain ids and do not borrow anything,
-//! so `mem::forget` or dropping a token cannot free memory the device might
-//! still write. If a queue is dropped with requests in flight and no reset,
-//! it leaks those buffers (and its ring) rather than free them: leaking is
-//! safe, a use-after-free by DMA is not.
+//! or from `reclaim` with proof that the device or the queue was reset.
+//! Tokens are plain ids and do not borrow anything, so `mem::forget` or
+//! dropping a token cannot free memory the device might still write. If a
+//! queue is dropped without such proof, it leaks its rings and every
+//! in-flight buffer rather than free them (counted in
+//! [`crate::leak_counts`]): leaking is safe, a use-after-free by DMA is not.
+//!
+//! A [`DmaChain`] owns its region for good: it hands out bytes, never the
+//! region itself, so the segments it checked against the region can neither
+//! outgrow it nor outlive it.
 
 use crate::hal::{Dma, Hal, PhysAddr};
 use crate::{Error, Result};
@@ -47,6 +52,31 @@ pub unsafe trait DmaBuffers {
 
 /// A ready-made [`DmaBuffers`]: one [`Dma`] region carved into at most `N`
 /// segments.
+///
+/// The region cannot be swapped or shrunk while the chain lives: there is
+/// byte access ([`DmaChain::region_mut`], [`DmaChain::bytes_mut`]) but no
+/// `&mut Dma`, so every segment checked by [`DmaChain::set_segments`] stays
+/// inside memory the chain owns. This does not compile:
+///
+/// ```compile_fail,E0599
+/// # use vireo_virtio::{Dma, DmaChain};
+/// # fn f<H: vireo_virtio::Hal>(hal: H) -> vireo_virtio::Result {
+/// let mut chain: DmaChain<H> = DmaChain::new(Dma::new(hal.clone(), 4)?);
+/// chain.set_segments(&[], &[(0, 4 * 4096)])?;
+/// *chain.dma_mut() = Dma::new(hal, 1)?; // the segment would outgrow this
+/// # Ok(()) }
+/// ```
+///
+/// while byte access does:
+///
+/// ```
+/// # use vireo_virtio::{Dma, DmaChain};
+/// # fn f<H: vireo_virtio::Hal>(hal: H) -> vireo_virtio::Result {
+/// let mut chain: DmaChain<H> = DmaChain::new(Dma::new(hal, 4)?);
+/// chain.set_segments(&[], &[(0, 4 * 4096)])?;
+/// chain.region_mut().fill(0);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct DmaChain<H: Hal, const N: usize = 8> {
     dma: Dma<H>,
@@ -68,8 +98,9 @@ impl<H: Hal, const N: usize> DmaChain<H, N> {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidRequest`] if there are more than `N` segments in total
-    /// or one is empty; [`Error::OutOfBounds`] if a range leaves the region.
+    /// [`Error::InvalidRequest`] if there are more than `N` segments in total,
+    /// one is empty or longer than `u32::MAX`, or one starts 4 GiB or more
+    /// into the region; [`Error::OutOfBounds`] if a range leaves the region.
     /// On error the layout is left empty.
     pub fn set_segments(
         &mut self,
@@ -90,8 +121,10 @@ impl<H: Hal, const N: usize> DmaChain<H, N> {
             if end > self.dma.len() {
                 return Err(Error::OutOfBounds);
             }
-            // Both fit in u32: the region is far smaller than 4 GiB.
-            self.segs[i] = (off as u32, len as u32);
+            // Offsets are kept as u32 (one cache line for a small chain);
+            // a segment starting 4 GiB into a region is refused, not cut.
+            let off = u32::try_from(off).map_err(|_| Error::InvalidRequest)?;
+            self.segs[i] = (off, len as u32);
         }
         self.count = total as u8;
         self.readable = readable.len() as u8;
@@ -106,7 +139,7 @@ impl<H: Hal, const N: usize> DmaChain<H, N> {
     pub fn bytes(&self, index: usize) -> &[u8] {
         assert!(index < self.count as usize, "segment index out of range");
         let (off, len) = self.segs[index];
-        &self.dma.as_slice()[off as usize..(off + len) as usize]
+        &self.dma.as_slice()[off as usize..off as usize + len as usize]
     }
 
     /// The bytes of segment `index`, mutably.
@@ -117,17 +150,23 @@ impl<H: Hal, const N: usize> DmaChain<H, N> {
     pub fn bytes_mut(&mut self, index: usize) -> &mut [u8] {
         assert!(index < self.count as usize, "segment index out of range");
         let (off, len) = self.segs[index];
-        &mut self.dma.as_mut_slice()[off as usize..(off + len) as usize]
+        &mut self.dma.as_mut_slice()[off as usize..off as usize + len as usize]
     }
 
-    /// The whole underlying region.
+    /// The whole underlying region (its address, size and HAL).
     pub fn dma(&self) -> &Dma<H> {
         &self.dma
     }
 
-    /// The whole underlying region, mutably.
-    pub fn dma_mut(&mut self) -> &mut Dma<H> {
-        &mut self.dma
+    /// All bytes of the region, segments or not.
+    pub fn region(&self) -> &[u8] {
+        self.dma.as_slice()
+    }
+
+    /// All bytes of the region, mutably (e.g. to encode a command before
+    /// laying out its segments). The region itself cannot be replaced.
+    pub fn region_mut(&mut self) -> &mut [u8] {
+        self.dma.as_mut_slice()
     }
 
     /// Gives the region back.
@@ -137,9 +176,11 @@ impl<H: Hal, const N: usize> DmaChain<H, N> {
 }
 
 // SAFETY: every segment was checked to lie inside `self.dma`, which `self`
-// owns exclusively; its physical address does not change when `self` moves,
-// and the layout only changes through `&mut self`, which the queue never
-// hands out while it owns the chain.
+// owns exclusively and never hands out mutably (no `&mut Dma` accessor), so
+// the region can neither be swapped nor freed while the chain lives; its
+// physical address does not change when `self` moves, and the layout only
+// changes through `&mut self`, which the queue never hands out while it
+// owns the chain.
 unsafe impl<H: Hal, const N: usize> DmaBuffers for DmaChain<H, N> {
     #[inline]
     fn segment_count(&self) -> usize {

@@ -51,7 +51,46 @@ bitflags::bitflags! {
 }
 
 impl Features {
-    /// The ring/transport features this crate implements and may accept.
-    pub const SUPPORTED_BY_RING: Features =
-        Features::INDIRECT_DESC.union(Features::EVENT_IDX).union(Features::VERSION_1);
+    /// The ring and transport features this crate implements: it accepts
+    /// them when offered and wanted. `RING_RESET` additionally needs a
+    /// transport with a queue-reset register
+    /// ([`crate::Transport::has_queue_reset`]).
+    pub const SUPPORTED_BY_RING: Features = Features::INDIRECT_DESC
+        .union(Features::EVENT_IDX)
+        .union(Features::VERSION_1)
+        .union(Features::RING_RESET);
+
+    /// Bits whose meaning depends on the device type (VirtIO 1.2 §6: 0 to
+    /// 23 and 50 to 127); the ring never interprets them, so they pass
+    /// negotiation untouched. Every other bit is a ring/transport extension
+    /// (24 to 41) or reserved (42 to 49), and is accepted only if it is in
+    /// [`Features::SUPPORTED_BY_RING`].
+    pub const DEVICE_SPECIFIC: Features = Features::from_bits_retain((1 << 24) - 1)
+        .union(Features::from_bits_retain(!((1 << 50) - 1)));
+
+    /// The bits of `self` the crate cannot honour: ring or transport
+    /// features it does not implement (`RING_PACKED`, `IN_ORDER`,
+    /// `NOTIFICATION_DATA`, ...) and reserved bits.
+    pub const fn unsupported(self) -> Features {
+        self.difference(Features::SUPPORTED_BY_RING.union(Features::DEVICE_SPECIFIC))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Features;
+
+    #[test]
+    fn only_implemented_ring_bits_are_supported() {
+        for bit in 24..50 {
+            let f = Features::from_bits_retain(1 << bit);
+            let implemented = [28, 29, 32, 40].contains(&bit);
+            assert_eq!(f.unsupported().is_empty(), implemented, "bit {bit}");
+        }
+        assert!(Features::from_bits_retain(1 << 23 | 1 << 50 | 1 << 63).unsupported().is_empty());
+        assert_eq!(
+            (Features::RING_PACKED | Features::EVENT_IDX).unsupported(),
+            Features::RING_PACKED
+        );
+    }
 }

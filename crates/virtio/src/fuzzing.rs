@@ -2,20 +2,26 @@
 //! `cargo fuzz` target (feature `fuzzing`; not part of the driver API).
 //!
 //! Memory is ordinary heap memory with physical address = virtual address,
-//! so the "device" here pokes the rings directly. The harness panics only on
-//! a violated invariant of the queue:
+//! so the "device" here pokes the rings directly. Besides returning
+//! requests honestly or with lies, it scribbles garbage over the descriptor
+//! table, the available ring and indirect tables (the driver must not care:
+//! it never reads them back), toggles its suppression state, and resets
+//! the queue (RING_RESET) mid-session. The harness panics only on a
+//! violated invariant of the queue:
 //! - every request `pop_used` returns was in flight, and its length fits;
 //! - an error is only ever reported after the device actually lied;
-//! - after a device error every call fails fast with [`Error::Broken`].
+//! - after a device error every call fails fast with [`Error::Broken`];
+//! - a queue reset hands back exactly the requests still in flight.
 
 use alloc::alloc::{Layout, alloc_zeroed, dealloc};
 use alloc::vec::Vec;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::queue::split::layout::RingLayout;
+use crate::queue::split::layout::{RingLayout, VIRTQ_DESC_F_INDIRECT};
 use crate::{
-    DeviceStatus, DmaChain, Error, Features, Hal, InterruptStatus, PAGE_SIZE, PhysAddr,
-    QueueConfig, Result, SplitQueue, Transport, Virtqueue,
+    DeviceId, DeviceStatus, DmaChain, Error, Features, Hal, InterruptStatus, PAGE_SIZE, PhysAddr,
+    QueueConfig, Result, SplitQueue, Transport, UsedLenPolicy, Virtqueue,
 };
 
 /// Heap-backed [`Hal`] with physical address = virtual address.
@@ -48,8 +54,11 @@ unsafe impl Hal for HeapHal {
     }
 }
 
-/// A transport that only records where the ring lives.
-#[derive(Debug, Default)]
+static NEXT_DEVICE: AtomicU64 = AtomicU64::new(1 << 40);
+
+/// A transport that only records where the ring lives. Each value is its
+/// own device (a fresh [`DeviceId`]); per-queue reset completes at once.
+#[derive(Debug)]
 pub struct RecordingTransport {
     /// `(size, desc, driver, device)` from the last `queue_set`.
     pub queue: Option<(u16, PhysAddr, PhysAddr, PhysAddr)>,
@@ -57,11 +66,31 @@ pub struct RecordingTransport {
     pub notifies: u64,
     /// Models a broken device that never completes a reset.
     pub refuses_reset: bool,
+    /// Queue resets requested.
+    pub queue_resets: u64,
+    id: DeviceId,
     status: u8,
 }
 
-// SAFETY: there is no device behind it: `reset` trivially stops all DMA.
+impl Default for RecordingTransport {
+    fn default() -> Self {
+        Self {
+            queue: None,
+            notifies: 0,
+            refuses_reset: false,
+            queue_resets: 0,
+            id: DeviceId::new(NEXT_DEVICE.fetch_add(1, Ordering::Relaxed)),
+            status: 0,
+        }
+    }
+}
+
+// SAFETY: there is no device behind it: nothing ever accesses the rings, so
+// every reset trivially stops all DMA; ids are unique per value.
 unsafe impl Transport for RecordingTransport {
+    fn device_id(&self) -> DeviceId {
+        self.id
+    }
     fn read_device_features(&mut self) -> u64 {
         Features::SUPPORTED_BY_RING.bits()
     }
@@ -72,7 +101,7 @@ unsafe impl Transport for RecordingTransport {
     fn queue_used(&mut self, _queue: u16) -> bool {
         false
     }
-    fn queue_set(&mut self, _q: u16, size: u16, d: PhysAddr, a: PhysAddr, u: PhysAddr) {
+    unsafe fn queue_set(&mut self, _q: u16, size: u16, d: PhysAddr, a: PhysAddr, u: PhysAddr) {
         self.queue = Some((size, d, a, u));
     }
     fn queue_unset(&mut self, _queue: u16) {
@@ -101,6 +130,15 @@ unsafe impl Transport for RecordingTransport {
     fn ack_interrupt(&mut self) -> InterruptStatus {
         InterruptStatus::empty()
     }
+    fn has_queue_reset(&mut self) -> bool {
+        true
+    }
+    fn start_queue_reset(&mut self, _queue: u16) {
+        self.queue_resets += 1;
+    }
+    fn queue_reset_done(&mut self, _queue: u16) -> bool {
+        !self.refuses_reset
+    }
 }
 
 struct Bytes<'a>(&'a [u8]);
@@ -118,13 +156,18 @@ impl Bytes<'_> {
     }
 }
 
-/// The device half: writes into the used ring like a (mis)behaving device.
+/// The device half: writes into the used ring like a (mis)behaving device,
+/// and scribbles over the driver's areas.
 struct EvilDevice {
+    desc: *mut u8,
+    avail: *mut u8,
     used: *mut u8,
     size: u16,
     used_idx: u16,
     /// `(token, writable)` the device may still legitimately return.
     returnable: Vec<(u16, u32)>,
+    /// Indirect tables seen in published descriptors: `(address, bytes)`.
+    tables: Vec<(u64, u32)>,
     lied: bool,
 }
 
@@ -149,6 +192,59 @@ impl EvilDevice {
         // both inside the device area and 2-aligned.
         unsafe { core::ptr::write_volatile(self.used.add(offset).cast::<u16>(), v.to_le()) }
     }
+    /// Reads the head descriptor the driver just published, as a device
+    /// would, and remembers its indirect table.
+    fn saw_head(&mut self, head: u16) {
+        let d = self.desc_ptr(head);
+        // SAFETY: descriptor `head` (< size) of the live, 16-aligned table.
+        let (addr, len, flags) = unsafe {
+            (
+                core::ptr::read_volatile(d.cast::<u64>()),
+                core::ptr::read_volatile(d.add(8).cast::<u32>()),
+                core::ptr::read_volatile(d.add(12).cast::<u16>()),
+            )
+        };
+        if flags & VIRTQ_DESC_F_INDIRECT != 0 && !self.tables.iter().any(|t| t.0 == addr) {
+            self.tables.push((addr, len));
+        }
+    }
+    fn desc_ptr(&self, i: u16) -> *mut u8 {
+        self.desc.wrapping_add(usize::from(i & (self.size - 1)) * 16)
+    }
+    /// Overwrites 8 bytes of the driver's memory with garbage: a
+    /// descriptor, an available ring slot (or its header/used_event), or an
+    /// indirect table entry.
+    fn scribble(&mut self, what: u8, at: u16, garbage: u64) {
+        let layout = RingLayout::new(self.size);
+        let p: *mut u8 = match what % 3 {
+            0 => self.desc_ptr(at).wrapping_add(usize::from(at >> 15) * 8),
+            1 => {
+                // Header, ring entries and used_event: 4 + 2 * size + 2 bytes,
+                // scribbled 2 bytes at a time.
+                let words = 2 + usize::from(self.size) + 1;
+                let off = usize::from(at) % words * 2;
+                debug_assert!(off + 2 <= layout.used - layout.avail);
+                // SAFETY: inside the driver area, 2-aligned.
+                unsafe {
+                    core::ptr::write_volatile(self.avail.add(off).cast::<u16>(), garbage as u16)
+                };
+                return;
+            }
+            _ => {
+                let Some(&(addr, len)) =
+                    self.tables.get(usize::from(at) % self.tables.len().max(1))
+                else {
+                    return;
+                };
+                let entry = (u32::from(at >> 4) % (len / 16).max(1)) as usize;
+                (addr as *mut u8).wrapping_add(entry * 16 + usize::from(at & 8))
+            }
+        };
+        // SAFETY: an 8-aligned word inside a descriptor of the live table
+        // or of an indirect table of the live pool (both outlive the queue's
+        // use here).
+        unsafe { core::ptr::write_volatile(p.cast::<u64>(), garbage) };
+    }
 }
 
 /// What one [`hostile_device`] session saw.
@@ -158,8 +254,12 @@ pub struct Outcome {
     pub added: u32,
     /// Requests popped.
     pub popped: u32,
+    /// Requests handed back by queue resets.
+    pub reclaimed: u32,
     /// Whether the queue ended broken.
     pub broken: bool,
+    /// The protocol violation that broke it (the last one, after resets).
+    pub error: Option<Error>,
 }
 
 /// Runs one hostile-device session driven by `data`. Panics iff the queue
@@ -169,7 +269,7 @@ pub fn hostile_device(data: &[u8]) -> Outcome {
     let mut bytes = Bytes(data);
     let size = 1u16 << (bytes.u8() % 6); // 1..=32
     let flags = bytes.u8();
-    let mut features = Features::VERSION_1;
+    let mut features = Features::VERSION_1 | Features::RING_RESET;
     if flags & 1 != 0 {
         features |= Features::EVENT_IDX;
     }
@@ -179,38 +279,51 @@ pub fn hostile_device(data: &[u8]) -> Outcome {
     // Bit 2 of the flags byte lets the device lie; otherwise it is honest
     // (and the queue must then never report an error).
     let may_lie = flags & 4 != 0;
+    // Bit 3 clamps long lengths instead of breaking the queue.
+    let used_len = if flags & 8 != 0 { UsedLenPolicy::Clamp } else { UsedLenPolicy::Strict };
     let hal = HeapHal;
     let mut transport = RecordingTransport::default();
-    let config = QueueConfig { index: 0, size, features, indirect_max: 4 };
+    let config = QueueConfig { index: 0, size, features, indirect_max: size.min(4), used_len };
     let mut q: SplitQueue<HeapHal, DmaChain<HeapHal, 4>> =
         SplitQueue::new(&hal, &mut transport, config).expect("queue setup");
-    let (_, _, _, used) = transport.queue.expect("queue_set called");
+    let (_, desc, avail, used) = transport.queue.expect("queue_set called");
     let mut dev = EvilDevice {
+        desc: desc as *mut u8,
+        avail: avail as *mut u8,
         used: used as *mut u8,
         size,
         used_idx: 0,
         returnable: Vec::new(),
+        tables: Vec::new(),
         lied: false,
     };
     // Driver-side model: tokens in flight with their writable byte count.
     let mut in_flight: Vec<(u16, u32)> = Vec::new();
     let mut broken = false;
-    let check = |r: core::result::Result<(), Error>, broken: &mut bool, lied: bool| match r {
-        Ok(()) => assert!(!*broken, "call succeeded on a broken queue"),
-        Err(Error::Broken) => assert!(*broken, "Broken before any device error"),
-        Err(Error::DeviceBadId | Error::DeviceBadLength | Error::DeviceIdxOverrun) => {
-            assert!(lied, "device error reported but the device never lied");
-            assert!(!*broken, "device error reported twice");
-            *broken = true;
-        }
-        Err(Error::QueueFull | Error::InvalidRequest) => assert!(!*broken),
-        Err(e) => panic!("unexpected error {e:?}"),
-    };
+    let check =
+        |r: core::result::Result<(), Error>, out: &mut Outcome, broken: &mut bool, lied: bool| {
+            match r {
+                Ok(()) => assert!(!*broken, "call succeeded on a broken queue"),
+                Err(Error::Broken) => assert!(*broken, "Broken before any device error"),
+                Err(e) if e.is_protocol_violation() => {
+                    assert!(lied, "device error {e:?} reported but the device never lied");
+                    assert!(!*broken, "device error reported twice");
+                    assert!(
+                        !(e == Error::DeviceBadLength && used_len == UsedLenPolicy::Clamp),
+                        "a clamping queue broke on a long length"
+                    );
+                    *broken = true;
+                    out.error = Some(e);
+                }
+                Err(Error::QueueFull | Error::InvalidRequest) => assert!(!*broken),
+                Err(e) => panic!("unexpected error {e:?}"),
+            }
+        };
     for _ in 0..256 {
         if bytes.0.is_empty() {
             break;
         }
-        match bytes.u8() % 16 {
+        match bytes.u8() % 18 {
             0..=4 => {
                 let nseg = 1 + usize::from(bytes.u8() % 4);
                 let nread = usize::from(bytes.u8()) % (nseg + 1);
@@ -227,11 +340,12 @@ pub fn hostile_device(data: &[u8]) -> Outcome {
                         out.added += 1;
                         in_flight.push((t.index(), writable));
                         dev.returnable.push((t.index(), writable));
+                        dev.saw_head(t.index());
                     }
-                    Err(r) => check(Err(r.error), &mut broken, dev.lied),
+                    Err(r) => check(Err(r.error), &mut out, &mut broken, dev.lied),
                 }
             }
-            5 | 6 => check(q.should_notify().map(drop), &mut broken, dev.lied),
+            5 | 6 => check(q.should_notify().map(drop), &mut out, &mut broken, dev.lied),
             7..=9 => {
                 // Device returns a request: honestly, or with a lie.
                 let mode = bytes.u8();
@@ -268,7 +382,7 @@ pub fn hostile_device(data: &[u8]) -> Outcome {
                     dev.returnable.retain(|&(t, _)| t != u.token.index());
                 }
                 Ok(None) => assert!(!broken),
-                Err(e) => check(Err(e), &mut broken, dev.lied),
+                Err(e) => check(Err(e), &mut out, &mut broken, dev.lied),
             },
             10 => {}
             14 => {
@@ -277,9 +391,9 @@ pub fn hostile_device(data: &[u8]) -> Outcome {
                 } else {
                     q.disable_interrupts()
                 };
-                check(r, &mut broken, dev.lied);
+                check(r, &mut out, &mut broken, dev.lied);
             }
-            _ => {
+            15 => {
                 // Arbitrary suppression state: harmless, never a lie.
                 let off = if bytes.u8() & 1 == 0 {
                     0
@@ -289,15 +403,38 @@ pub fn hostile_device(data: &[u8]) -> Outcome {
                 let v = bytes.u16();
                 dev.set_word(off, v);
             }
+            16 => {
+                // Garbage over the driver's areas: harmless, never a lie.
+                let (what, at) = (bytes.u8(), bytes.u16());
+                dev.scribble(what, at, u64::from(bytes.u32()) << 32 | u64::from(bytes.u32()));
+            }
+            _ => {
+                // Reset the queue alone, take everything back, start over.
+                let proof = q.reset_queue(&mut transport).expect("recording transport resets");
+                let mut back = Vec::new();
+                let n = q.reclaim(&proof, |t, _| back.push(t.index())).expect("own proof");
+                assert_eq!(n, in_flight.len(), "reclaimed a different number");
+                back.sort_unstable();
+                let mut want: Vec<u16> = in_flight.iter().map(|t| t.0).collect();
+                want.sort_unstable();
+                assert_eq!(back, want, "reclaimed other tokens than in flight");
+                out.reclaimed += n as u32;
+                q.restart(&mut transport).expect("restart");
+                in_flight.clear();
+                dev.returnable.clear();
+                dev.used_idx = 0;
+                broken = false;
+            }
         }
         assert_eq!(q.is_broken(), broken);
         if !broken {
             assert_eq!(usize::from(q.in_flight()), in_flight.len());
         }
     }
-    // Reset hands back exactly the requests still in flight.
+    // A device reset hands back exactly the requests still in flight.
+    let proof = transport.reset().expect("the recording transport resets at once");
     let mut back = 0;
-    q.reset(&mut transport, |_, _| back += 1).expect("the recording transport resets at once");
+    q.reclaim(&proof, |_, _| back += 1).expect("proof for this device");
     assert_eq!(back, in_flight.len());
     out.broken = broken;
     out
@@ -306,6 +443,7 @@ pub fn hostile_device(data: &[u8]) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::hostile_device;
+    use crate::Error;
     use proptest::prelude::*;
 
     proptest! {
@@ -321,49 +459,80 @@ mod tests {
         #[test]
         fn hostile_device_never_breaks_invariants(data in proptest::collection::vec(any::<u8>(), 0..600)) {
             let o = hostile_device(&data);
-            prop_assert!(o.popped <= o.added);
+            prop_assert!(o.popped + o.reclaimed <= o.added);
         }
     }
 
-    /// size 4, add 1-segment request, then `device` op bytes, then 2 pops.
-    fn run(device: &[u8]) -> super::Outcome {
-        let mut d = alloc::vec![2u8, 4, 0, 0, 0, 9];
-        // ops: 0 add, 7 device return, 10 idx lie, 11 pop
+    /// size 4 with lies allowed (flags 4, or 12 to clamp lengths), add one
+    /// 1-segment request (10 writable bytes), then `device` op bytes, then
+    /// two pops.
+    fn run_with(flags: u8, device: &[u8]) -> super::Outcome {
+        let mut d = alloc::vec![2u8, flags, 0, 0, 0, 9];
+        // ops: 0 add, 7 device return, 10 idx lie, 11 pop, 17 queue reset
         d.extend_from_slice(device);
         d.extend_from_slice(&[11, 11]);
         hostile_device(&d)
     }
 
-    #[test]
-    fn honest_return_pops() {
-        let o = run(&[7, 2, 0]);
-        assert_eq!((o.added, o.popped, o.broken), (1, 1, false));
+    fn run(device: &[u8]) -> super::Outcome {
+        run_with(4, device)
     }
 
     #[test]
-    fn bad_id_breaks_queue() {
+    fn honest_return_pops() {
+        let o = run(&[7, 2, 0]);
+        assert_eq!((o.added, o.popped, o.broken, o.error), (1, 1, false, None));
+    }
+
+    #[test]
+    fn free_id_breaks_queue() {
         // mode 0 = lie: id 3 (a free descriptor), len 0.
         let o = run(&[7, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0]);
-        assert_eq!((o.popped, o.broken), (0, true));
+        assert_eq!((o.popped, o.error), (0, Some(Error::DeviceIdNotInFlight)));
+    }
+
+    #[test]
+    fn id_out_of_range_breaks_queue() {
+        // mode 0 = lie: id 5 >= size 4.
+        let o = run(&[7, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!((o.popped, o.error), (0, Some(Error::DeviceIdOutOfRange)));
     }
 
     #[test]
     fn bad_len_breaks_queue() {
         // mode 0 = lie: id 0 (the head in flight), len 1000 > 10 writable.
         let o = run(&[7, 0, 0, 0, 0, 0, 0, 0xe8, 3, 0, 0]);
-        assert_eq!((o.popped, o.broken), (0, true));
+        assert_eq!((o.popped, o.error), (0, Some(Error::DeviceBadLength)));
+    }
+
+    #[test]
+    fn bad_len_is_clamped_under_clamp_policy() {
+        let o = run_with(12, &[7, 0, 0, 0, 0, 0, 0, 0xe8, 3, 0, 0]);
+        assert_eq!((o.popped, o.broken, o.error), (1, false, None));
     }
 
     #[test]
     fn idx_overrun_breaks_queue() {
         let o = run(&[10, 5, 0]);
-        assert_eq!((o.popped, o.broken), (0, true));
+        assert_eq!((o.popped, o.error), (0, Some(Error::DeviceIdxOverrun)));
     }
 
     #[test]
     fn duplicate_breaks_queue() {
-        // honest return, then the same slot value again via a second idx bump.
-        let o = run(&[7, 2, 0, 11, 10, 2, 0]);
-        assert_eq!((o.popped, o.broken), (1, true));
+        // Two requests in flight (heads 0 and 1); the device returns head 0
+        // honestly, the driver pops it, then the device returns head 0
+        // again in the next used slot: one entry for one request still in
+        // flight, so not an overrun but a duplicate.
+        let o = run(&[0, 0, 0, 9, 7, 2, 0, 11, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!((o.added, o.popped, o.error), (2, 1, Some(Error::DeviceIdNotInFlight)));
+    }
+
+    #[test]
+    fn queue_reset_mid_session_hands_back_and_unbreaks() {
+        // A lie breaks the queue; a queue reset reclaims the request and
+        // restarts it; a new request then round-trips.
+        let o = run(&[10, 5, 0, 11, 17, 0, 0, 0, 9, 7, 2, 0]);
+        assert_eq!((o.added, o.popped, o.reclaimed, o.broken), (2, 1, 1, false));
+        assert_eq!(o.error, Some(Error::DeviceIdxOverrun));
     }
 }

@@ -47,6 +47,14 @@ pub unsafe trait Hal: Clone {
 
     /// Translates a CPU pointer inside a live allocation to a device address.
     fn virt_to_phys(&self, vaddr: NonNull<u8>) -> Option<PhysAddr>;
+
+    /// Called instead of [`Hal::dma_dealloc`] when a region is leaked on
+    /// purpose because a device may still access it (a queue dropped
+    /// without a reset proof, or a reset that timed out). The pages stay
+    /// allocated; this only lets the HAL count them. Default: nothing.
+    fn dma_leaked(&self, paddr: PhysAddr, pages: usize) {
+        let _ = (paddr, pages);
+    }
 }
 
 /// An owned region of DMA memory, freed on drop.
@@ -140,6 +148,8 @@ impl<H: Hal> Dma<H> {
 impl<H: Hal> Drop for Dma<H> {
     fn drop(&mut self) {
         if self.leak {
+            crate::leaks::count_pages(self.pages);
+            self.hal.dma_leaked(self.paddr, self.pages);
             return;
         }
         // SAFETY: exactly the allocation made in `new`, freed once; `&mut

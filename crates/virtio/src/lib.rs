@@ -3,31 +3,60 @@
 //! `no_std` kernel.
 //!
 //! - [`hal::Hal`] — DMA memory (the kernel's DMA API; host tests fake it).
-//! - [`transport::Transport`] — device registers (PCI / MMIO).
+//! - [`transport::Transport`] — device registers (PCI / MMIO) and the
+//!   device's identity.
 //! - [`queue::split::SplitQueue`] — the ring; drive it through the
 //!   layout-free [`queue::Virtqueue`] trait.
 //! - [`buffer::DmaBuffers`] — what a request owns while the device has it.
+//! - [`reset`] — proofs that a device, or one of its queues, stopped.
+//!
+//! # Ownership model
+//!
+//! A request's buffers belong to the queue from `add` until the device
+//! returns them through `pop_used`; the token `add` gives back is only an
+//! id. The device reaches memory only through rings a queue programmed
+//! ([`Transport::queue_set`] is unsafe to call). A queue lets go of buffers
+//! the device has not returned, and of its rings, only against proof that
+//! the device stopped using them: a [`DeviceReset`] from
+//! [`Transport::reset`] or a [`QueueReset`] from
+//! [`SplitQueue::reset_queue`], bound to that device (and queue) and taken
+//! after the rings were programmed ([`SplitQueue::reclaim`]). Without such
+//! proof — a queue dropped while live, a reset that timed out — everything
+//! the device might still touch is leaked, never freed, and counted
+//! ([`leak_counts`], [`Hal::dma_leaked`]): leaking is safe, a device
+//! writing freed memory is not. The ring itself never trusts shared memory:
+//! it keeps its own copy of every descriptor and checks every index, id and
+//! length the device writes.
 //!
 //! # Typical use
 //!
-//! ```ignore
-//! let features = negotiate_features(&mut transport, Features::INDIRECT_DESC | Features::EVENT_IDX)?;
-//! let mut q: SplitQueue<KernelHal, DmaChain<KernelHal>> = SplitQueue::new(
-//!     &hal, &mut transport, QueueConfig { index: 0, size: 256, features, indirect_max: 16 })?;
-//! transport.set_status(transport.status() | DeviceStatus::DRIVER_OK);
-//! let token = q.add(request).map_err(|r| r.error)?;   // queue owns `request` now
-//! q.kick(&mut transport)?;                             // one notify decision per batch
-//! // interrupt handler / poll loop:
-//! loop {
-//!     while let Some(used) = q.pop_used()? { complete(used.token, used.written_len, used.buffers) }
-//!     if !q.enable_interrupts()? { break }             // nothing raced in: safe to sleep
+//! ```
+//! # use vireo_virtio::*;
+//! # fn demo<H: Hal, T: Transport>(hal: &H, transport: &mut T, request: DmaChain<H>) -> Result {
+//! let features = negotiate_features(transport, Features::INDIRECT_DESC | Features::EVENT_IDX)?;
+//! let used_len = UsedLenPolicy::Strict;
+//! let config = QueueConfig { index: 0, size: 256, features, indirect_max: 16, used_len };
+//! let mut q: SplitQueue<H, DmaChain<H>> = SplitQueue::new(hal, transport, config)?;
+//! let status = transport.status();
+//! transport.set_status(status | DeviceStatus::DRIVER_OK);
+//! let token = q.add(request).map_err(|r| r.error)?; // the queue owns `request` now
+//! q.kick(transport)?; // one notify decision per batch
+//! // Interrupt handler: with interrupts on, popping until `None` is enough.
+//! while let Some(used) = q.pop_used()? {
+//!     // complete(used.token, used.written_len, used.buffers)
+//! #   let _ = (used.token == token, used.written_len, used.buffers);
 //! }
+//! // Shutting down: reset the device, then each queue gives back what the
+//! // device still had and frees its rings.
+//! let stopped = transport.reset()?;
+//! q.reclaim(&stopped, |_token, buffers| drop(buffers))?;
+//! # Ok(()) }
 //! ```
 //!
 //! The crate is `no_std` and uses `alloc` only in [`queue::split::SplitQueue::new`]
 //! (the driver-private per-descriptor array); adding, kicking, popping and
 //! interrupt control never allocate.
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(not(any(test, feature = "loom")), no_std)]
 #![deny(unsafe_op_in_unsafe_fn, missing_docs, clippy::undocumented_unsafe_blocks)]
 
 extern crate alloc;
@@ -41,13 +70,17 @@ pub mod fuzzing;
 pub mod hal;
 #[cfg(test)]
 mod hot_path_tests;
+mod leaks;
 pub mod queue;
+pub mod reset;
 pub mod transport;
 
 pub use buffer::{DmaBuffers, DmaChain, Segment};
 pub use error::{Error, Result};
 pub use features::Features;
 pub use hal::{Dma, Hal, PAGE_SIZE, PhysAddr};
-pub use queue::split::{QueueConfig, SplitQueue};
+pub use leaks::{LeakCounts, leak_counts};
+pub use queue::split::{QueueConfig, SplitQueue, UsedLenPolicy};
 pub use queue::{QueueStats, Rejected, Token, Used, Virtqueue};
+pub use reset::{DeviceId, DeviceReset, QueueReset, ResetProof};
 pub use transport::{DeviceStatus, InterruptStatus, Transport, negotiate_features};

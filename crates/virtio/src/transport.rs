@@ -6,6 +6,7 @@
 
 use crate::features::Features;
 use crate::hal::PhysAddr;
+use crate::reset::{DeviceId, DeviceReset};
 use crate::{Error, Result};
 
 bitflags::bitflags! {
@@ -42,11 +43,27 @@ bitflags::bitflags! {
 ///
 /// # Safety
 ///
-/// Implementors promise that [`Transport::reset`] returns only once the
-/// device has stopped all DMA (VirtIO 1.2 §2.4: after reset the device uses
-/// no buffers), and that `queue_set` programs exactly the addresses given.
-/// Queues rely on this to hand buffers back after a reset.
+/// The queues trust a transport's word about when the device stops using
+/// memory, and hand buffers back (or free rings) on it. Implementors
+/// promise that:
+/// 1. [`Transport::device_id`] is the same for every transport value that
+///    drives the same device instance and differs between devices, for as
+///    long as any queue of the device lives;
+/// 2. once the provided [`Transport::reset`] reads status 0, the device
+///    accesses none of the rings or buffers it was given (VirtIO 1.2 §2.4)
+///    until queues are programmed again;
+/// 3. once [`Transport::queue_reset_done`] returns `true` after
+///    [`Transport::start_queue_reset`] for a queue, the device accesses
+///    neither that queue's rings nor any buffer made available through it
+///    (§2.6.1) until the queue is programmed and enabled again;
+/// 4. `queue_set` programs exactly the addresses given, and no other method
+///    makes the device access memory;
+/// 5. `reset` is not overridden (the proof it returns can only be made by
+///    the provided method).
 pub unsafe trait Transport {
+    /// Which device instance this transport drives (see the trait's
+    /// safety contract); reset proofs are bound to it.
+    fn device_id(&self) -> DeviceId;
     /// Device feature bits (all 64).
     fn read_device_features(&mut self) -> u64;
     /// Writes the driver's accepted feature bits.
@@ -57,7 +74,15 @@ pub unsafe trait Transport {
     /// Whether queue `queue` is already set up.
     fn queue_used(&mut self, queue: u16) -> bool;
     /// Programs and enables queue `queue` with the three ring addresses.
-    fn queue_set(
+    ///
+    /// # Safety
+    ///
+    /// The device may read and write the three areas (and every buffer
+    /// made available through them) from now until a reset proves it
+    /// stopped: they must be ring memory of `size` entries that stays
+    /// allocated, and untouched by anything but the queue that owns it,
+    /// for that long. [`crate::SplitQueue`] is the intended caller.
+    unsafe fn queue_set(
         &mut self,
         queue: u16,
         size: u16,
@@ -65,7 +90,9 @@ pub unsafe trait Transport {
         driver_area: PhysAddr,
         device_area: PhysAddr,
     );
-    /// Disables queue `queue`.
+    /// Asks for queue `queue` to be disabled. Proves nothing: on PCI
+    /// `queue_enable` cannot be cleared (§4.1.4.3.2), so only a device or
+    /// queue reset stops a queue.
     fn queue_unset(&mut self, queue: u16);
     /// Sends an available buffer notification for queue `queue` (§2.7.13.4).
     fn notify(&mut self, queue: u16);
@@ -90,19 +117,43 @@ pub unsafe trait Transport {
     /// Reads and acknowledges the interrupt cause.
     fn ack_interrupt(&mut self) -> InterruptStatus;
 
+    /// Whether this transport can reset single queues (it has the register
+    /// `VIRTIO_F_RING_RESET` needs, e.g. PCI's `queue_reset`, §4.1.4.3).
+    /// [`negotiate_features`] accepts `RING_RESET` only if it can.
+    fn has_queue_reset(&mut self) -> bool {
+        false
+    }
+    /// Starts resetting queue `queue` (PCI: select it and write 1 to
+    /// `queue_reset`, §4.1.4.3.2). Only called if
+    /// [`Transport::has_queue_reset`].
+    fn start_queue_reset(&mut self, queue: u16) {
+        let _ = queue;
+    }
+    /// Whether the reset of queue `queue` has completed (PCI: `queue_reset`
+    /// and `queue_enable` both read back 0, §4.1.4.3.1).
+    fn queue_reset_done(&mut self, queue: u16) -> bool {
+        let _ = queue;
+        false
+    }
+
     /// Resets the device: write 0 to status and wait until it reads back 0
-    /// (§2.4.1, §4.1.4.3.2). The wait is bounded: a device that never
-    /// completes its reset is an error, not a hang.
+    /// (§2.4.2, §4.1.4.3.2). The wait is bounded: a device that never
+    /// completes its reset is an error, not a hang. The returned proof lets
+    /// every queue of this device created before the reset hand back its
+    /// buffers ([`crate::SplitQueue::reclaim`]).
     ///
     /// # Errors
     ///
     /// [`Error::DeviceResetTimeout`] after [`RESET_POLL_LIMIT`] status reads
     /// that were not 0; the device must then be assumed to still do DMA.
-    fn reset(&mut self) -> Result {
+    fn reset(&mut self) -> Result<DeviceReset> {
+        // Taken before the reset starts: the proof covers only queues
+        // programmed before this point (see `crate::reset`).
+        let proof = DeviceReset::begin(self.device_id());
         self.set_status(DeviceStatus::empty());
         for _ in 0..RESET_POLL_LIMIT {
             if self.status().is_empty() {
-                return Ok(());
+                return Ok(proof);
             }
             core::hint::spin_loop();
         }
@@ -110,14 +161,20 @@ pub unsafe trait Transport {
     }
 }
 
-/// How many status reads [`Transport::reset`] makes before giving up.
+/// How many status reads [`Transport::reset`] (and register reads of a
+/// queue reset) make before giving up.
 pub const RESET_POLL_LIMIT: u32 = 1 << 20;
 
 /// Runs the device initialisation steps 1–6 of VirtIO 1.2 §3.1.1: reset,
 /// ACKNOWLEDGE, DRIVER, feature negotiation, FEATURES_OK and its check.
 /// The driver then sets up its queues and sets `DRIVER_OK` itself.
 ///
-/// Returns the negotiated features (`device ∩ wanted`).
+/// Returns the negotiated features: those offered, wanted (plus
+/// `VERSION_1`) and honourable by this crate. Device-type bits pass
+/// through; ring and transport bits the crate does not implement
+/// (`RING_PACKED`, `IN_ORDER`, `NOTIFICATION_DATA`, ...) are never
+/// accepted, nor is `RING_RESET` on a transport without a queue-reset
+/// register (see [`Features::unsupported`]).
 ///
 /// # Errors
 ///
@@ -130,7 +187,11 @@ pub fn negotiate_features<T: Transport>(transport: &mut T, wanted: Features) -> 
     transport.set_status(DeviceStatus::ACKNOWLEDGE);
     transport.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
     let offered = Features::from_bits_retain(transport.read_device_features());
-    let features = offered & (wanted | Features::VERSION_1);
+    // `difference` works on the raw bits, so device-type bits survive.
+    let mut features = (offered & (wanted | Features::VERSION_1)).difference(offered.unsupported());
+    if !transport.has_queue_reset() {
+        features.remove(Features::RING_RESET);
+    }
     if !features.contains(Features::VERSION_1) {
         transport.set_status(DeviceStatus::FAILED);
         return Err(Error::FeaturesRejected);

@@ -9,8 +9,7 @@ use crate::platform::time;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
-/// How long each workload runs (after a short warm-up).
-const RUN_US: u64 = 1_000_000;
+/// Warm-up before each workload's timed `run_us`.
 const WARMUP_US: u64 = 100_000;
 
 /// xorshift64*: cheap, reproducible offsets.
@@ -46,9 +45,10 @@ fn print(name: &str, ops: u64, elapsed_ticks: u64, latencies: &mut [u64], bytes:
     );
 }
 
-/// Keeps `depth` requests of `bytes` in flight for `RUN_US`.
+/// Keeps `depth` requests of `bytes` in flight for `run_us`.
 fn run(
     device: &'static BlkDevice,
+    run_us: u64,
     name: &str,
     operation: Operation,
     bytes: u64,
@@ -82,7 +82,7 @@ fn run(
     let mut latencies = Vec::with_capacity(200_000);
     let start = time::rdtsc();
     let warm_until = start + time::tsc_hz() * WARMUP_US / 1_000_000;
-    let end = warm_until + time::tsc_hz() * RUN_US / 1_000_000;
+    let end = warm_until + time::tsc_hz() * run_us / 1_000_000;
     let mut measured_from = 0;
     let mut ops = 0u64;
     loop {
@@ -124,8 +124,9 @@ fn run(
     print(name, ops, time::rdtsc() - measured_from.max(start), &mut latencies, bytes);
 }
 
-/// Runs the four workloads on the first virtio-blk device.
-pub fn all() {
+/// Runs the four workloads on the first virtio-blk device, `run_us` each,
+/// then prints each queue's ring counters.
+pub fn all(run_us: u64) {
     let Some(device) = blk::device() else {
         crate::kprintln!("BENCH blk skipped (no virtio-blk device)");
         return;
@@ -135,8 +136,13 @@ pub fn all() {
         (device.capacity_sectors() * SECTOR_BYTES) >> 20,
         device.queue_count()
     );
-    run(device, "randread4k_qd1", Operation::Read, 4096, 1, true);
-    run(device, "randread4k_qd32", Operation::Read, 4096, 32, true);
-    run(device, "randwrite4k_qd1", Operation::Write, 4096, 1, true);
-    run(device, "seqread1m_qd1", Operation::Read, 1 << 20, 1, false);
+    run(device, run_us, "randread4k_qd1", Operation::Read, 4096, 1, true);
+    run(device, run_us, "randread4k_qd32", Operation::Read, 4096, 32, true);
+    run(device, run_us, "randwrite4k_qd1", Operation::Write, 4096, 1, true);
+    run(device, run_us, "seqread1m_qd1", Operation::Read, 1 << 20, 1, false);
+    for queue in 0..device.queue_count() {
+        if let Some(stats) = device.queue_stats(queue) {
+            crate::kprintln!("bench: blk queue{} {:?}", queue, stats);
+        }
+    }
 }

@@ -6,15 +6,15 @@ use crate::drivers::virtio::gpu::protocol::Rect;
 use crate::drivers::virtio::gpu::{self, Framebuffer};
 use crate::platform::time;
 
-const RUN_US: u64 = 1_000_000;
-
+/// Draws and presents frames for `run_us`.
 fn run(
     framebuffer: &mut Framebuffer,
+    run_us: u64,
     name: &str,
     mut frame: impl FnMut(&mut Framebuffer, u32) -> Rect,
 ) {
     let start = time::rdtsc();
-    let end = start + time::tsc_hz() * RUN_US / 1_000_000;
+    let end = start + time::tsc_hz() * run_us / 1_000_000;
     let mut frames = 0u32;
     let mut frame_ticks = alloc::vec::Vec::with_capacity(100_000);
     while time::rdtsc() < end {
@@ -39,8 +39,8 @@ fn run(
     );
 }
 
-/// Runs both workloads on the first virtio-gpu.
-pub fn all() {
+/// Runs both workloads on the first virtio-gpu, `run_us` each.
+pub fn all(run_us: u64) {
     let Some(device) = gpu::device() else {
         crate::kprintln!("BENCH gpu skipped (no virtio-gpu device)");
         return;
@@ -53,11 +53,12 @@ pub fn all() {
         }
     };
     let full = framebuffer.full();
-    run(&mut framebuffer, &alloc::format!("full_{}x{}", full.width, full.height), |fb, frame| {
+    let full_name = alloc::format!("full_{}x{}", full.width, full.height);
+    run(&mut framebuffer, run_us, &full_name, |fb, frame| {
         fb.back_pixels_for_full_redraw().fill(frame.wrapping_mul(0x0001_0307) & 0x00ff_ffff);
         fb.full()
     });
-    run(&mut framebuffer, "damage64_64x64", |fb, frame| {
+    run(&mut framebuffer, run_us, "damage64_64x64", |fb, frame| {
         let full = fb.full();
         let x = (frame * 64) % (full.width - 64);
         let y = (frame * 16) % (full.height - 64);

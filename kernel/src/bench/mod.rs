@@ -3,11 +3,16 @@
 //! Each prints one machine-readable line:
 //! `BENCH <name> samples=N median_ns=M p99_ns=P` (plus extra fields), so
 //! `xtask bench` can collect them and README numbers can be reproduced.
+//! `bench=blk` (or `gpu`, `sched`, or a comma list) runs one group per boot:
+//! the runner boots vireo once per group and round, right beside the Linux
+//! peer's run of the same workloads. `bench.secs=N` sets how long each timed
+//! workload runs, as the peer's `bench_secs` does; what each does is fixed.
 
 mod blk;
 mod gpu;
 mod sched;
 
+use crate::cmdline::BenchGroups;
 use crate::platform::time;
 
 /// Summary statistics of latency samples, in nanoseconds.
@@ -59,18 +64,27 @@ pub fn report(name: &str, samples: &mut [u64]) {
     }
 }
 
-/// Runs every benchmark.
-pub fn run_all() {
+/// Runs the benchmarks of `groups`, each timed workload for `secs` seconds,
+/// then prints the per-CPU counters (the runner keeps them with the figures).
+pub fn run(groups: BenchGroups, secs: u32) {
     crate::kprintln!(
-        "bench: {} CPUs, TSC {} MHz",
+        "bench: {} CPUs, TSC {} MHz, {} s per timed workload",
         crate::smp::online_cpus(),
-        time::tsc_hz() / 1_000_000
+        time::tsc_hz() / 1_000_000,
+        secs
     );
-    sched::context_switch();
-    sched::ipi_round_trip();
-    sched::cross_cpu_wakeup();
-    blk::all();
-    gpu::all();
+    let run_us = u64::from(secs) * 1_000_000;
+    if groups.sched {
+        sched::context_switch();
+        sched::ipi_round_trip();
+        sched::cross_cpu_wakeup();
+    }
+    if groups.blk {
+        blk::all(run_us);
+    }
+    if groups.gpu {
+        gpu::all(run_us);
+    }
     for cpu in crate::arch::percpu::all_cpus() {
         crate::kprintln!("bench: cpu{} {:?}", cpu.cpu_id, cpu.counters.snapshot());
     }

@@ -8,6 +8,7 @@ mod stats;
 pub use stats::QueueStats;
 
 use crate::Result;
+use crate::reset::{QueueReset, ResetProof};
 use crate::transport::Transport;
 
 /// Identifies one in-flight request; returned by `add`, given back by
@@ -27,8 +28,9 @@ impl Token {
 pub struct Used<B> {
     /// The token `add` returned for this request.
     pub token: Token,
-    /// Bytes the device says it wrote into the writable segments, already
-    /// checked to be no more than their total size.
+    /// Bytes the device says it wrote into the writable segments, checked
+    /// (or, under [`split::UsedLenPolicy::Clamp`], clamped) to be no more
+    /// than their total size.
     pub written_len: u32,
     /// The request's buffers, back in the driver's hands.
     pub buffers: B,
@@ -47,16 +49,24 @@ pub struct Rejected<B> {
 ///
 /// The intended driver loop: `add` several requests, then one
 /// [`Virtqueue::kick`] (or [`Virtqueue::should_notify`] + notify yourself);
-/// on interrupt or while polling, `pop_used` until it returns `None`, then
-/// [`Virtqueue::enable_interrupts`] and, if it returns `true`, poll again.
+/// on interrupt or while polling, `pop_used` until it returns `None`. With
+/// interrupts enabled that is enough: a `None` is only returned once the
+/// device is sure to interrupt for the next completion. After
+/// [`Virtqueue::disable_interrupts`] (polling), turn them back on with
+/// [`Virtqueue::enable_interrupts`] and, if it returns `true`, poll again
+/// before sleeping.
+///
+/// Buffers come back only through `pop_used` or, after a proven reset,
+/// through [`Virtqueue::reclaim`].
 pub trait Virtqueue<B> {
     /// Makes a request available to the device, taking ownership of its
     /// buffers until the device returns them. Does not notify the device.
     ///
     /// # Errors
     ///
-    /// [`crate::Error::QueueFull`], [`crate::Error::InvalidRequest`] or
-    /// [`crate::Error::Broken`], with the buffers handed back.
+    /// [`crate::Error::QueueFull`], [`crate::Error::InvalidRequest`],
+    /// [`crate::Error::Broken`] or [`crate::Error::Stopped`], with the
+    /// buffers handed back.
     fn add(&mut self, buffers: B) -> core::result::Result<Token, Rejected<B>>;
 
     /// Decides whether the device must be notified about requests added
@@ -64,7 +74,7 @@ pub trait Virtqueue<B> {
     ///
     /// # Errors
     ///
-    /// [`crate::Error::Broken`].
+    /// [`crate::Error::Broken`] or [`crate::Error::Stopped`].
     fn should_notify(&mut self) -> Result<bool>;
 
     /// The queue's index on its device.
@@ -75,7 +85,7 @@ pub trait Virtqueue<B> {
     ///
     /// # Errors
     ///
-    /// [`crate::Error::Broken`].
+    /// [`crate::Error::Broken`] or [`crate::Error::Stopped`].
     fn kick<T: Transport>(&mut self, transport: &mut T) -> Result<bool> {
         let kick = self.should_notify()?;
         if kick {
@@ -88,8 +98,9 @@ pub trait Virtqueue<B> {
     ///
     /// # Errors
     ///
-    /// A `Device*` error if the device broke the protocol (the queue is then
-    /// broken), or [`crate::Error::Broken`].
+    /// A protocol violation ([`crate::Error::is_protocol_violation`]; the
+    /// queue is then broken), [`crate::Error::Broken`] or
+    /// [`crate::Error::Stopped`].
     fn pop_used(&mut self) -> Result<Option<Used<B>>>;
 
     /// Asks the device for used-buffer interrupts again; returns `true` if
@@ -98,15 +109,39 @@ pub trait Virtqueue<B> {
     ///
     /// # Errors
     ///
-    /// [`crate::Error::Broken`].
+    /// [`crate::Error::Broken`] or [`crate::Error::Stopped`].
     fn enable_interrupts(&mut self) -> Result<bool>;
 
     /// Asks the device not to interrupt (a hint, §2.7.7).
     ///
     /// # Errors
     ///
-    /// [`crate::Error::Broken`].
+    /// [`crate::Error::Broken`] or [`crate::Error::Stopped`].
     fn disable_interrupts(&mut self) -> Result;
+
+    /// Resets this queue alone (`VIRTIO_F_RING_RESET`) and returns the
+    /// proof; see [`split::SplitQueue::reset_queue`].
+    ///
+    /// # Errors
+    ///
+    /// As [`split::SplitQueue::reset_queue`].
+    fn reset_queue<T: Transport>(&mut self, transport: &mut T) -> Result<QueueReset>;
+
+    /// Hands back every request in flight given a reset proof covering this
+    /// queue, and stops it; see [`split::SplitQueue::reclaim`].
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::WrongResetProof`].
+    fn reclaim<P: ResetProof>(&mut self, proof: &P, reclaim: impl FnMut(Token, B))
+    -> Result<usize>;
+
+    /// Makes a stopped queue live again; see [`split::SplitQueue::restart`].
+    ///
+    /// # Errors
+    ///
+    /// As [`split::SplitQueue::restart`].
+    fn restart<T: Transport>(&mut self, transport: &mut T) -> Result;
 
     /// A snapshot of the counters.
     fn stats(&self) -> QueueStats;

@@ -7,29 +7,66 @@
 //! changed). The only values read from shared memory are `used.idx`,
 //! `used.ring[]`, `used.flags` and `avail_event`, and each is validated.
 //!
+//! Lifecycle: [`SplitQueue::new`] programs the rings (the queue is *live*);
+//! only a reset proof for this queue ([`SplitQueue::reclaim`]) hands its
+//! in-flight buffers back and *stops* it; a stopped queue may be
+//! [`SplitQueue::restart`]ed or dropped, which frees its rings. A live
+//! queue dropped leaks them instead (see [`crate::leak_counts`]).
+//!
 //! Allocation: [`SplitQueue::new`] allocates the private slot array with
 //! `alloc` (and the rings and indirect-table pool through the [`Hal`]); no
 //! other method allocates.
 
 pub mod layout;
+mod lifecycle;
+#[cfg(test)]
+mod lifecycle_tests;
+#[cfg(feature = "loom")]
+pub mod model;
 mod ring;
+#[cfg(test)]
+mod tests;
+mod used;
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use self::layout::{
-    VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
-    VIRTQ_USED_F_NO_NOTIFY,
+    VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_USED_F_NO_NOTIFY,
 };
 use self::ring::SplitRing;
 use super::event::vring_need_event;
 use super::{QueueStats, Rejected, Token, Used, Virtqueue};
-use crate::barrier::{virtio_mb, virtio_rmb, virtio_wmb};
+use crate::barrier::{Site, virtio_mb, virtio_wmb};
 use crate::buffer::{DmaBuffers, Segment};
 use crate::features::Features;
 use crate::hal::Hal;
+use crate::reset::{DeviceId, QueueReset, ResetProof, Ticket};
 use crate::transport::Transport;
 use crate::{Error, Result};
+
+/// Largest indirect-table pool a queue may allocate (`size * indirect_max`
+/// descriptors of 16 bytes): 4 MiB, e.g. 8 entries for each of 32768 heads.
+pub const MAX_INDIRECT_POOL_BYTES: usize = 4 << 20;
+
+/// What `pop_used` does when the device claims it wrote more bytes than the
+/// request's writable segments hold.
+///
+/// VirtIO 1.2 §2.7.8.1 forbids it, but Linux tried enforcing it in the ring
+/// core and reverted that (f124034faa91, "virtio_ring: validate used buffer
+/// length"): several devices, legacy ones in particular, report the whole
+/// buffer length, readable part included. So each driver chooses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UsedLenPolicy {
+    /// A length beyond the writable bytes is a protocol violation:
+    /// [`Error::DeviceBadLength`], and the queue breaks. For drivers that
+    /// interpret the length (it says how much of a response to decode).
+    Strict,
+    /// Clamp the length to the writable bytes and count it in
+    /// [`QueueStats::len_clamped`]. For drivers whose result does not
+    /// depend on the length (e.g. a status byte says it).
+    Clamp,
+}
 
 /// How to set up one split queue.
 #[derive(Clone, Copy, Debug)]
@@ -39,12 +76,16 @@ pub struct QueueConfig {
     /// Number of descriptors: a power of two, at most 32768 and at most the
     /// device's maximum (§2.7).
     pub size: u16,
-    /// The features negotiated with the device; `VERSION_1` is required,
-    /// `INDIRECT_DESC` and `EVENT_IDX` are used when present.
+    /// The features negotiated with the device: `VERSION_1` is required;
+    /// `INDIRECT_DESC`, `EVENT_IDX` and `RING_RESET` are used when present;
+    /// any other ring/transport bit is refused.
     pub features: Features,
-    /// Longest indirect table per request (0 = never use indirect). Capped
-    /// at `size`, since no chain may be longer than the queue (§2.7.5.3.1).
+    /// Longest indirect table per request (0 = never use indirect); at most
+    /// `size` (§2.7.5.3.1) and within [`MAX_INDIRECT_POOL_BYTES`]. Ignored
+    /// without `INDIRECT_DESC`.
     pub indirect_max: u16,
+    /// What to do with a used length beyond the writable bytes.
+    pub used_len: UsedLenPolicy,
 }
 
 /// Driver-private state of one descriptor.
@@ -62,12 +103,31 @@ struct Slot<B> {
     owner: Option<B>,
 }
 
+/// Whether the device may use the rings, and whether we still use them.
+/// One field, so the hot path checks usability with one compare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Programmed into the device, and no reset proven since.
+    Live,
+    /// Live, but the device broke the protocol: every call fails fast.
+    Broken,
+    /// Reclaimed after a proven reset: the device has forgotten the rings.
+    Stopped,
+}
+
 /// A split virtqueue whose in-flight requests own buffers of type `B`.
 ///
-/// Not `Sync`; one CPU drives it at a time (wrap it in the kernel's lock).
+/// `Send` and `Sync` when `H` and `B` are: every method that touches the
+/// ring or its requests takes `&mut self`, so a shared `&SplitQueue` can
+/// only read counters. One CPU drives it at a time (wrap it in a lock).
 pub struct SplitQueue<H: Hal, B> {
     ring: SplitRing<H>,
     slots: Box<[Slot<B>]>,
+    /// The device the rings are programmed into, and when.
+    device: DeviceId,
+    programmed: Ticket,
+    state: State,
+    features: Features,
     index: u16,
     size: u16,
     free_head: u16,
@@ -78,30 +138,42 @@ pub struct SplitQueue<H: Hal, B> {
     /// `avail_idx` at the last notify decision (the `old` of
     /// `vring_need_event`).
     kicked_avail: u16,
-    /// Requests added since the last notify decision.
+    /// Requests added since the last notify decision (saturating).
     pending: u32,
     /// Next used ring entry we expect.
     last_used: u16,
+    /// The largest `used.idx` seen (it must never go back, §2.7.8).
+    seen_used: u16,
     event_idx: bool,
     indirect_max: u16,
+    used_len: UsedLenPolicy,
     irq_on: bool,
-    broken: bool,
+    /// With EVENT_IDX: the value last stored in `used_event`, and whether a
+    /// full barrier has run since (which makes it safe to sleep on, §2.7.7.2).
+    used_event: u16,
+    used_event_fenced: bool,
     stats: QueueStats,
 }
 
 impl<H: Hal, B> SplitQueue<H, B> {
     /// Allocates the rings, programs them into queue `config.index` of the
-    /// device, and returns the queue. Call before setting `DRIVER_OK`
+    /// device, and returns the live queue. Call before setting `DRIVER_OK`
     /// (§3.1.1 step 7).
     ///
     /// # Errors
     ///
     /// [`Error::FeaturesRejected`] without `VERSION_1`;
-    /// [`Error::QueueUnavailable`] if the device has no such queue or it is
-    /// in use; [`Error::InvalidQueueSize`]; [`Error::DmaAlloc`].
+    /// [`Error::UnsupportedFeatures`] with a ring feature the crate does not
+    /// implement; [`Error::QueueUnavailable`] if the device has no such
+    /// queue or it is in use; [`Error::InvalidQueueSize`];
+    /// [`Error::InvalidIndirectMax`]; [`Error::DmaAlloc`].
     pub fn new<T: Transport>(hal: &H, transport: &mut T, config: QueueConfig) -> Result<Self> {
         if !config.features.contains(Features::VERSION_1) {
             return Err(Error::FeaturesRejected);
+        }
+        let unsupported = config.features.unsupported();
+        if !unsupported.is_empty() {
+            return Err(Error::UnsupportedFeatures(unsupported));
         }
         if transport.queue_used(config.index) {
             return Err(Error::QueueUnavailable);
@@ -112,41 +184,43 @@ impl<H: Hal, B> SplitQueue<H, B> {
         }
         ring::check_size(config.size, max)?;
         let size = config.size;
-        let indirect_max = if config.features.contains(Features::INDIRECT_DESC) {
-            config.indirect_max.min(size)
-        } else {
-            0
-        };
+        let indirect_max =
+            if config.features.contains(Features::INDIRECT_DESC) { config.indirect_max } else { 0 };
+        let pool_bytes = usize::from(size) * usize::from(indirect_max) * 16;
+        if indirect_max > size || pool_bytes > MAX_INDIRECT_POOL_BYTES {
+            return Err(Error::InvalidIndirectMax);
+        }
         let ring = SplitRing::new(hal, size, indirect_max)?;
         let slots: Vec<Slot<B>> = (0..size)
-            .map(|i| Slot {
-                next: i.wrapping_add(1) & (size - 1),
-                tail: i,
-                chain_len: 0,
-                writable: 0,
-                owner: None,
-            })
+            .map(|_| Slot { next: 0, tail: 0, chain_len: 0, writable: 0, owner: None })
             .collect();
-        let (desc, driver, device) = ring.addresses();
-        transport.queue_set(config.index, size, desc, driver, device);
-        Ok(Self {
+        let mut queue = Self {
             ring,
             slots: slots.into_boxed_slice(),
+            device: transport.device_id(),
+            programmed: Ticket::draw(),
+            state: State::Stopped,
+            features: config.features,
             index: config.index,
             size,
             free_head: 0,
-            num_free: size,
+            num_free: 0,
             in_flight: 0,
             avail_idx: 0,
             kicked_avail: 0,
             pending: 0,
             last_used: 0,
+            seen_used: 0,
             event_idx: config.features.contains(Features::EVENT_IDX),
             indirect_max,
+            used_len: config.used_len,
             irq_on: true,
-            broken: false,
+            used_event: 0,
+            used_event_fenced: true,
             stats: QueueStats::default(),
-        })
+        };
+        queue.program(transport);
+        Ok(queue)
     }
 
     /// Number of descriptors.
@@ -166,7 +240,12 @@ impl<H: Hal, B> SplitQueue<H, B> {
 
     /// Whether a device protocol violation broke this queue.
     pub fn is_broken(&self) -> bool {
-        self.broken
+        self.state == State::Broken
+    }
+
+    /// Whether the queue was reclaimed and not yet restarted.
+    pub fn is_stopped(&self) -> bool {
+        self.state == State::Stopped
     }
 
     /// Whether `EVENT_IDX` is in use.
@@ -179,16 +258,22 @@ impl<H: Hal, B> SplitQueue<H, B> {
         self.indirect_max
     }
 
+    /// The device this queue's rings are programmed into.
+    pub fn device(&self) -> DeviceId {
+        self.device
+    }
+
     /// Adds a request described by explicit segment lists; `owner` is kept
-    /// with the request and returned by `pop_used`.
+    /// with the request and returned by `pop_used` or `reclaim`.
     ///
     /// # Safety
     ///
     /// Every segment must describe memory that stays allocated, is accessed
     /// by nothing but the device, and may be written by the device (the
     /// writable ones), until this request is returned by `pop_used` or
-    /// [`SplitQueue::reset`] hands it back. Prefer the safe
-    /// [`Virtqueue::add`] with a [`DmaBuffers`] owner.
+    /// [`SplitQueue::reclaim`] hands it back — or forever, if the queue is
+    /// dropped while live. Prefer the safe [`Virtqueue::add`] with a
+    /// [`DmaBuffers`] owner.
     ///
     /// # Errors
     ///
@@ -217,9 +302,7 @@ impl<H: Hal, B> SplitQueue<H, B> {
         let checked = self.check_request(nseg, nread, &|i| seg(&owner, i));
         let (indirect, writable) = match checked {
             Ok(v) => v,
-            Err(error) => {
-                return Err(Rejected { error, buffers: owner });
-            }
+            Err(error) => return Err(Rejected { error, buffers: owner }),
         };
         let head = self.free_head;
         let last = nseg - 1;
@@ -232,12 +315,20 @@ impl<H: Hal, B> SplitQueue<H, B> {
             // §2.7.5.3: the table holds the whole chain, `next` indexes the
             // table; the ring descriptor carries only INDIRECT (§2.7.5.3.1:
             // never INDIRECT together with NEXT).
+            let Some(table) = self.ring.indirect_table(head) else {
+                debug_assert!(false, "indirect chosen without a pool");
+                return Err(Rejected { error: Error::InvalidRequest, buffers: owner });
+            };
             for i in 0..nseg {
                 let s = seg(&owner, i);
                 let next = if i < last { (i + 1) as u16 } else { 0 };
-                self.ring.write_indirect(head, i, s.addr, s.len, flags_of(i), next);
+                if self.ring.write_indirect(head, i, s.addr, s.len, flags_of(i), next).is_err() {
+                    // Unreachable: check_request bounds nseg by indirect_max.
+                    // Nothing is published yet, so refusing loses nothing.
+                    debug_assert!(false, "indirect entry {i} outside its table");
+                    return Err(Rejected { error: Error::InvalidRequest, buffers: owner });
+                }
             }
-            let table = self.ring.indirect_table(head);
             self.ring.write_desc(head, table, (nseg * 16) as u32, VIRTQ_DESC_F_INDIRECT, 0);
             self.free_head = self.slots[usize::from(head)].next;
             (head, 1)
@@ -269,12 +360,13 @@ impl<H: Hal, B> SplitQueue<H, B> {
         // §2.7.13.3.1: the driver MUST perform a suitable memory barrier
         // before the idx update, so the device sees the descriptors and the
         // ring entry before it sees the new index.
-        virtio_wmb();
+        virtio_wmb(Site::PublishAvail);
         self.avail_idx = self.avail_idx.wrapping_add(1);
         self.ring.set_avail_idx(self.avail_idx);
 
         self.in_flight += 1;
-        self.pending += 1;
+        // Saturating: a wrapped count would read as "nothing to notify".
+        self.pending = self.pending.saturating_add(1);
         self.stats.added += 1;
         Ok(Token(head))
     }
@@ -288,21 +380,24 @@ impl<H: Hal, B> SplitQueue<H, B> {
         nread: usize,
         seg: &impl Fn(usize) -> Segment,
     ) -> Result<(bool, u32)> {
-        if self.broken {
-            return Err(Error::Broken);
-        }
+        self.check_usable()?;
         if nseg == 0 || nread > nseg {
             return Err(Error::InvalidRequest);
         }
-        let mut writable: u64 = 0;
+        let (mut total, mut writable) = (0u64, 0u64);
         for i in 0..nseg {
-            let len = seg(i).len;
+            let len = u64::from(seg(i).len);
             if len == 0 {
                 return Err(Error::InvalidRequest);
             }
+            total += len;
             if i >= nread {
-                writable += u64::from(len);
+                writable += len;
             }
+        }
+        // §2.7.5.2: no chain longer than 2^32 bytes in total.
+        if total > 1 << 32 {
+            return Err(Error::InvalidRequest);
         }
         let indirect = nseg > 1 && nseg <= usize::from(self.indirect_max);
         if !indirect && nseg > usize::from(self.size) {
@@ -313,69 +408,33 @@ impl<H: Hal, B> SplitQueue<H, B> {
         if needed > usize::from(self.num_free) {
             return Err(Error::QueueFull);
         }
+        // A used length is a u32, so saturating the total loses nothing.
         Ok((indirect, writable.min(u64::from(u32::MAX)) as u32))
+    }
+
+    /// `Broken` or `Stopped` if the ring must not be used now.
+    #[inline(always)]
+    fn check_usable(&self) -> Result {
+        match self.state {
+            State::Live => Ok(()),
+            State::Broken => Err(Error::Broken),
+            State::Stopped => Err(Error::Stopped),
+        }
     }
 
     #[cold]
     fn fail(&mut self, e: Error) -> Error {
-        self.broken = true;
+        self.state = State::Broken;
         e
     }
 
-    /// Resets the device (stopping all its DMA) and hands every in-flight
-    /// request's buffers to `reclaim`. Consumes the queue; its memory is
-    /// freed because the device can no longer access it.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::DeviceResetTimeout`] if the device does not complete the
-    /// reset. It may then still write the rings and buffers, so the queue
-    /// and every in-flight request are leaked, never freed.
-    pub fn reset<T: Transport>(
-        mut self,
-        transport: &mut T,
-        mut reclaim: impl FnMut(Token, B),
-    ) -> Result {
-        if let Err(error) = transport.reset() {
-            // The device may still write the rings, even with nothing in
-            // flight: leak them, and (through Drop) every in-flight buffer.
-            self.ring.leak_on_drop();
-            return Err(error);
-        }
-        for (i, slot) in self.slots.iter_mut().enumerate() {
-            if let Some(b) = slot.owner.take() {
-                reclaim(Token(i as u16), b);
-            }
-        }
-        self.in_flight = 0;
-        Ok(())
-    }
-}
-
-impl<H: Hal, B> Drop for SplitQueue<H, B> {
-    /// With requests in flight and no [`SplitQueue::reset`], the device may
-    /// still write the ring and those buffers: leak them rather than free
-    /// memory under the device's feet.
-    fn drop(&mut self) {
-        if self.in_flight > 0 {
-            self.ring.leak_on_drop();
-            for slot in self.slots.iter_mut() {
-                if let Some(b) = slot.owner.take() {
-                    core::mem::forget(b);
-                }
-            }
-        }
-    }
-}
-
-impl<H: Hal, B> SplitQueue<H, B> {
     /// Makes a request available to the device, taking ownership of its
     /// buffers until the device returns them. Does not notify the device.
     ///
     /// # Errors
     ///
-    /// [`Error::QueueFull`], [`Error::InvalidRequest`] or [`Error::Broken`],
-    /// with the buffers handed back.
+    /// [`Error::QueueFull`], [`Error::InvalidRequest`], [`Error::Broken`]
+    /// or [`Error::Stopped`], with the buffers handed back.
     #[inline]
     pub fn add(&mut self, buffers: B) -> core::result::Result<Token, Rejected<B>>
     where
@@ -391,7 +450,7 @@ impl<H: Hal, B> SplitQueue<H, B> {
     ///
     /// # Errors
     ///
-    /// [`Error::Broken`].
+    /// [`Error::Broken`] or [`Error::Stopped`].
     #[inline]
     pub fn kick<T: Transport>(&mut self, transport: &mut T) -> Result<bool> {
         let kick = self.should_notify()?;
@@ -401,17 +460,15 @@ impl<H: Hal, B> SplitQueue<H, B> {
         Ok(kick)
     }
 
-    #[inline]
     /// Decides whether the device must be notified about requests added
     /// since the last decision, see [`Virtqueue::should_notify`].
     ///
     /// # Errors
     ///
-    /// [`Error::Broken`].
+    /// [`Error::Broken`] or [`Error::Stopped`].
+    #[inline]
     pub fn should_notify(&mut self) -> Result<bool> {
-        if self.broken {
-            return Err(Error::Broken);
-        }
+        self.check_usable()?;
         if self.pending == 0 {
             return Ok(false);
         }
@@ -421,7 +478,7 @@ impl<H: Hal, B> SplitQueue<H, B> {
         // must be visible before we read the device's suppression state, or
         // the device may re-enable notifications, recheck a stale idx and
         // sleep while we read its stale "no notify" and skip the kick.
-        virtio_mb();
+        virtio_mb(Site::NotifyDecision);
         self.stats.full_barriers += 1;
         let old = self.kicked_avail;
         let new = self.avail_idx;
@@ -449,111 +506,6 @@ impl<H: Hal, B> SplitQueue<H, B> {
     /// The queue's index on its device.
     pub fn queue_index(&self) -> u16 {
         self.index
-    }
-
-    #[inline]
-    /// Takes the next completed request, see [`Virtqueue::pop_used`].
-    ///
-    /// # Errors
-    ///
-    /// [`Error::DeviceBadId`], [`Error::DeviceBadLength`],
-    /// [`Error::DeviceIdxOverrun`] (the queue is then broken) or
-    /// [`Error::Broken`].
-    pub fn pop_used(&mut self) -> Result<Option<Used<B>>> {
-        if self.broken {
-            return Err(Error::Broken);
-        }
-        let used_idx = self.ring.used_idx();
-        if used_idx == self.last_used {
-            self.stats.empty_polls += 1;
-            return Ok(None);
-        }
-        // The device cannot have returned more requests than are in flight.
-        if used_idx.wrapping_sub(self.last_used) > self.in_flight {
-            return Err(self.fail(Error::DeviceIdxOverrun));
-        }
-        // §2.7.14 (and §2.7.8.2 for the device's matching write barrier):
-        // read the used entry only after observing used.idx cover it.
-        virtio_rmb();
-        let (id, len) = self.ring.used_entry(self.last_used);
-        if id >= u32::from(self.size) {
-            return Err(self.fail(Error::DeviceBadId));
-        }
-        let slot = &mut self.slots[id as usize];
-        // Not a head in flight: a body descriptor, a free one, or a duplicate.
-        if slot.owner.is_none() {
-            return Err(self.fail(Error::DeviceBadId));
-        }
-        // §2.7.8.2: len is the number of bytes written into the buffer; a
-        // larger value is a lie we must not pass on to the driver.
-        if len > slot.writable {
-            return Err(self.fail(Error::DeviceBadLength));
-        }
-        let Some(buffers) = slot.owner.take() else {
-            return Err(self.fail(Error::DeviceBadId));
-        };
-        let (tail, chain_len) = (slot.tail, slot.chain_len);
-        // Return the chain to the free list with the private links: O(1).
-        self.slots[usize::from(tail)].next = self.free_head;
-        self.free_head = id as u16;
-        self.num_free += chain_len;
-        self.in_flight -= 1;
-        self.last_used = self.last_used.wrapping_add(1);
-        self.stats.completions += 1;
-        if self.event_idx && self.irq_on {
-            // §2.7.7: ask for an interrupt when the device passes the next
-            // entry. Only a hint until `enable_interrupts` adds the barrier
-            // and recheck that make it reliable before sleeping.
-            self.ring.set_used_event(self.last_used);
-        }
-        Ok(Some(Used { token: Token(id as u16), written_len: len, buffers }))
-    }
-
-    /// Re-enables used-buffer interrupts and reports whether completions
-    /// raced in, see [`Virtqueue::enable_interrupts`].
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Broken`].
-    pub fn enable_interrupts(&mut self) -> Result<bool> {
-        if self.broken {
-            return Err(Error::Broken);
-        }
-        self.irq_on = true;
-        self.stats.interrupts_enabled += 1;
-        if self.event_idx {
-            // §2.7.7.2: interrupt when used.idx passes last_used.
-            self.ring.set_used_event(self.last_used);
-        } else {
-            self.ring.set_avail_flags(0);
-        }
-        // §2.7.14 / §2.7.7.2: the re-enable store must be visible before we
-        // re-read used.idx (store→load), otherwise the device can publish an
-        // entry, read our stale "no interrupt" and stay silent while we read
-        // a stale used.idx and go to sleep.
-        virtio_mb();
-        self.stats.full_barriers += 1;
-        Ok(self.ring.used_idx() != self.last_used)
-    }
-
-    /// Asks the device not to interrupt (a hint, §2.7.7).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Broken`].
-    pub fn disable_interrupts(&mut self) -> Result {
-        if self.broken {
-            return Err(Error::Broken);
-        }
-        if self.irq_on {
-            self.irq_on = false;
-            self.stats.interrupts_suppressed += 1;
-            if !self.event_idx {
-                // §2.7.7: with EVENT_IDX we simply stop advancing used_event.
-                self.ring.set_avail_flags(VIRTQ_AVAIL_F_NO_INTERRUPT);
-            }
-        }
-        Ok(())
     }
 
     /// A snapshot of the counters.
@@ -590,6 +542,19 @@ impl<H: Hal, B: DmaBuffers> Virtqueue<B> for SplitQueue<H, B> {
     #[inline]
     fn disable_interrupts(&mut self) -> Result {
         SplitQueue::disable_interrupts(self)
+    }
+    fn reset_queue<T: Transport>(&mut self, transport: &mut T) -> Result<QueueReset> {
+        SplitQueue::reset_queue(self, transport)
+    }
+    fn reclaim<P: ResetProof>(
+        &mut self,
+        proof: &P,
+        reclaim: impl FnMut(Token, B),
+    ) -> Result<usize> {
+        SplitQueue::reclaim(self, proof, reclaim)
+    }
+    fn restart<T: Transport>(&mut self, transport: &mut T) -> Result {
+        SplitQueue::restart(self, transport)
     }
     fn stats(&self) -> QueueStats {
         self.stats

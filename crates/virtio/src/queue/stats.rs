@@ -16,8 +16,15 @@ pub struct QueueStats {
     pub completions: u64,
     /// `pop_used` calls that found nothing (spins while polling).
     pub empty_polls: u64,
-    /// Calls that turned used-buffer interrupts on.
+    /// `enable_interrupts` calls.
     pub interrupts_enabled: u64,
     /// Calls that turned used-buffer interrupts off.
     pub interrupts_suppressed: u64,
+    /// Used lengths beyond the writable bytes, clamped
+    /// ([`crate::UsedLenPolicy::Clamp`]).
+    pub len_clamped: u64,
+    /// Completed per-queue resets (`VIRTIO_F_RING_RESET`).
+    pub queue_resets: u64,
+    /// Requests handed back by `reclaim` after a reset.
+    pub reclaimed: u64,
 }

@@ -19,7 +19,7 @@ use crate::mm::{PhysAddr, mmio};
 use crate::platform::pci::capability::id;
 use crate::platform::pci::config::command;
 use crate::platform::pci::{BarError, Function};
-use vireo_virtio::{DeviceStatus, InterruptStatus, Transport};
+use vireo_virtio::{DeviceId, DeviceStatus, InterruptStatus, Transport};
 
 /// `cfg_type` values of the virtio capabilities (§4.1.4).
 mod cfg_type {
@@ -49,6 +49,11 @@ mod common {
     pub const QUEUE_DEVICE: u64 = 0x30;
     /// Bytes of the structure up to and including `queue_device`.
     pub const MIN_LEN: u64 = 0x38;
+    /// `queue_reset` (VirtIO 1.2 §4.1.4.3, after `queue_notify_data` at
+    /// 0x38): only in windows long enough to hold it.
+    pub const QUEUE_RESET: u64 = 0x3a;
+    /// Bytes of the structure up to and including `queue_reset`.
+    pub const RESET_LEN: u64 = 0x3c;
 }
 
 /// "No MSI-X vector" (§4.1.4.3).
@@ -135,6 +140,8 @@ impl Window {
 /// A modern virtio-pci device.
 #[derive(Debug)]
 pub struct VirtioPci {
+    /// The function's PCI address, packed: one device instance, one id.
+    id: DeviceId,
     common: Window,
     notify: Window,
     notify_multiplier: u32,
@@ -207,7 +214,12 @@ impl VirtioPci {
         function
             .enable(command::MEMORY_SPACE | command::BUS_MASTER)
             .map_err(|_| VirtioPciError::BadCapability(0))?;
-        Ok(Self { common, notify, notify_multiplier, isr, device })
+        let a = function.address;
+        let packed = u64::from(a.segment) << 16
+            | u64::from(a.bus) << 8
+            | u64::from(a.device) << 3
+            | u64::from(a.function);
+        Ok(Self { id: DeviceId::new(packed), common, notify, notify_multiplier, isr, device })
     }
 
     /// Number of queues the device offers.
@@ -259,11 +271,21 @@ fn map_window(function: &Function, cap: VirtioCap, min_len: u64) -> Result<Windo
     Ok(Window { region })
 }
 
-// SAFETY: `reset` (the trait's default) writes 0 to device_status and waits
-// until it reads back 0, after which the device uses no buffers (§4.1.4.3.2
-// "the device MUST ... reset"); `queue_set` writes exactly the addresses
-// given.
+// SAFETY: 1. the id is the function's PCI address, the same for every
+// `VirtioPci` of that function and unique among functions; 2. `reset` (the
+// trait's default) writes 0 to device_status and waits until it reads back
+// 0, after which the device uses no buffers (§2.4, §4.1.4.3.2); 3. a queue
+// reset is reported done only when queue_reset and queue_enable read 0,
+// after which the device uses neither the queue's rings nor its buffers
+// (§2.6.1) — which QEMU 7.2's virtio-blk honours only for requests it has
+// not yet taken (see `blk::BlkDevice::reset_queue`, which drains first);
+// 4. `queue_set` writes exactly the addresses given and nothing else here
+// programs addresses; 5. `reset` is not overridden.
 unsafe impl Transport for VirtioPci {
+    fn device_id(&self) -> DeviceId {
+        self.id
+    }
+
     fn read_device_features(&mut self) -> u64 {
         self.common.write::<u32>(common::DEVICE_FEATURE_SELECT, 0);
         let low = self.common.read::<u32>(common::DEVICE_FEATURE);
@@ -292,7 +314,7 @@ unsafe impl Transport for VirtioPci {
         self.common.read::<u16>(common::QUEUE_ENABLE) != 0
     }
 
-    fn queue_set(
+    unsafe fn queue_set(
         &mut self,
         queue: u16,
         size: u16,
@@ -387,5 +409,25 @@ unsafe impl Transport for VirtioPci {
     fn ack_interrupt(&mut self) -> InterruptStatus {
         // §4.1.4.5: reading the ISR status clears it.
         InterruptStatus::from_bits_truncate(u32::from(self.isr.read::<u8>(0)))
+    }
+
+    fn has_queue_reset(&mut self) -> bool {
+        // The device's common window may end before `queue_reset` (an
+        // older layout): then VIRTIO_F_RING_RESET must not be negotiated.
+        self.common.region.len_bytes() as u64 >= common::RESET_LEN
+    }
+
+    fn start_queue_reset(&mut self, queue: u16) {
+        // §4.1.4.3.2: write 1 to queue_reset of the selected queue.
+        self.common.write::<u16>(common::QUEUE_SELECT, queue);
+        self.common.write::<u16>(common::QUEUE_RESET, 1);
+    }
+
+    fn queue_reset_done(&mut self, queue: u16) -> bool {
+        // §4.1.4.3.2: the reset is complete once queue_reset reads back 0;
+        // §4.1.4.3.1: the device then also presents 0 in queue_enable.
+        self.common.write::<u16>(common::QUEUE_SELECT, queue);
+        self.common.read::<u16>(common::QUEUE_RESET) == 0
+            && self.common.read::<u16>(common::QUEUE_ENABLE) == 0
     }
 }

@@ -1,11 +1,19 @@
 //! The only code that touches the split ring's shared memory. Every access
 //! is a single volatile load or store of a naturally aligned field, and
-//! every index is masked to the queue size, so no value the device writes
-//! can make us access memory outside the ring.
+//! every index is masked to the queue size (or checked against the indirect
+//! table), so no value the device writes can make us access memory outside
+//! the ring.
+//!
+//! With the `loom` feature (tests only) the same accessors go to loom cells
+//! and atomics instead ([`super::model`]), so the model checker sees every
+//! shared access of the real queue code.
 
+#[cfg(not(feature = "loom"))]
 use core::ptr;
 
-use super::layout::{Le16, Le32, Le64, RingLayout, VirtqDesc, VirtqUsedElem};
+use super::layout::RingLayout;
+#[cfg(not(feature = "loom"))]
+use super::layout::{Le16, Le32, Le64, VirtqDesc, VirtqUsedElem};
 use crate::hal::{Dma, Hal, PhysAddr};
 use crate::{Error, Result};
 
@@ -17,11 +25,16 @@ pub(super) struct SplitRing<H: Hal> {
     /// One table of `indirect_max` descriptors per descriptor index.
     indirect: Option<Dma<H>>,
     indirect_max: usize,
+    #[cfg(feature = "loom")]
+    pub(super) model: loom::sync::Arc<super::model::RingModel>,
 }
 
 // Offsets inside the avail/used headers (§2.7.6, §2.7.8).
+#[cfg(not(feature = "loom"))]
 const RING_FLAGS: usize = 0;
+#[cfg(not(feature = "loom"))]
 const RING_IDX: usize = 2;
+#[cfg(not(feature = "loom"))]
 const RING_ENTRIES: usize = 4;
 
 impl<H: Hal> SplitRing<H> {
@@ -41,6 +54,12 @@ impl<H: Hal> SplitRing<H> {
             mem,
             layout,
             mask: usize::from(size) - 1,
+            #[cfg(feature = "loom")]
+            model: loom::sync::Arc::new(super::model::RingModel::new(
+                size,
+                indirect_max,
+                indirect.as_ref().map_or(0, Dma::paddr),
+            )),
             indirect,
             indirect_max: usize::from(indirect_max),
         })
@@ -58,6 +77,29 @@ impl<H: Hal> SplitRing<H> {
     pub(super) fn addresses(&self) -> (PhysAddr, PhysAddr, PhysAddr) {
         let base = self.mem.paddr();
         (base, base + self.layout.avail as u64, base + self.layout.used as u64)
+    }
+
+    /// Device address of head `head`'s indirect table; `None` without a pool.
+    pub(super) fn indirect_table(&self, head: u16) -> Option<PhysAddr> {
+        let pool = self.indirect.as_ref()?;
+        Some(pool.paddr() + ((usize::from(head) & self.mask) * self.indirect_max * 16) as u64)
+    }
+
+    /// Offset of entry `j` of head `head`'s indirect table in the pool.
+    pub(super) fn indirect_offset(&self, head: u16, j: usize) -> Result<usize> {
+        if self.indirect.is_none() || j >= self.indirect_max {
+            return Err(Error::InvalidRequest);
+        }
+        Ok(((usize::from(head) & self.mask) * self.indirect_max + j) * 16)
+    }
+}
+
+#[cfg(not(feature = "loom"))]
+impl<H: Hal> SplitRing<H> {
+    /// Zeroes the rings (not the indirect tables, which are rewritten
+    /// before each use). Only for a queue the device has forgotten.
+    pub(super) fn zero(&mut self) {
+        self.mem.as_mut_slice().fill(0);
     }
 
     #[inline(always)]
@@ -86,12 +128,7 @@ impl<H: Hal> SplitRing<H> {
     /// Writes descriptor `i` of the ring's table.
     #[inline(always)]
     pub(super) fn write_desc(&mut self, i: u16, addr: PhysAddr, len: u32, flags: u16, next: u16) {
-        let d = VirtqDesc {
-            addr: Le64::new(addr),
-            len: Le32::new(len),
-            flags: Le16::new(flags),
-            next: Le16::new(next),
-        };
+        let d = desc(addr, len, flags, next);
         let off = (usize::from(i) & self.mask) * 16;
         // SAFETY: the masked index is inside the table at offset 0 of `mem`;
         // entries are 16-aligned. The device reads descriptors only after
@@ -99,8 +136,12 @@ impl<H: Hal> SplitRing<H> {
         unsafe { ptr::write_volatile(self.at::<VirtqDesc>(off), d) }
     }
 
-    /// Writes entry `j` of the indirect table that belongs to head `head`;
-    /// returns nothing, `j < indirect_max` is checked by the caller.
+    /// Writes entry `j` of the indirect table that belongs to head `head`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRequest`] without a pool or with `j >= indirect_max`
+    /// (callers never ask for that).
     #[inline(always)]
     pub(super) fn write_indirect(
         &mut self,
@@ -110,26 +151,19 @@ impl<H: Hal> SplitRing<H> {
         len: u32,
         flags: u16,
         next: u16,
-    ) {
-        let Some(pool) = &self.indirect else { return };
-        let j = j.min(self.indirect_max - 1);
-        let off = ((usize::from(head) & self.mask) * self.indirect_max + j) * 16;
-        let d = VirtqDesc {
-            addr: Le64::new(addr),
-            len: Le32::new(len),
-            flags: Le16::new(flags),
-            next: Le16::new(next),
-        };
-        // SAFETY: `off` is inside the pool (head < size, j < indirect_max),
-        // 16-aligned; the pool is ours and the device reads the table only
-        // after the head descriptor is published.
-        unsafe { ptr::write_volatile(pool.vaddr().as_ptr().add(off).cast::<VirtqDesc>(), d) }
-    }
-
-    /// Device address of head `head`'s indirect table.
-    pub(super) fn indirect_table(&self, head: u16) -> PhysAddr {
-        let pool = self.indirect.as_ref().map_or(0, |p| p.paddr());
-        pool + ((usize::from(head) & self.mask) * self.indirect_max * 16) as u64
+    ) -> Result {
+        let off = self.indirect_offset(head, j)?;
+        let Some(pool) = &self.indirect else { return Err(Error::InvalidRequest) };
+        // SAFETY: `off` is inside the pool (masked head < size, checked
+        // j < indirect_max) and 16-aligned; the pool is ours, and the device
+        // reads the table only after the head descriptor is published.
+        unsafe {
+            ptr::write_volatile(
+                pool.vaddr().as_ptr().add(off).cast::<VirtqDesc>(),
+                desc(addr, len, flags, next),
+            )
+        }
+        Ok(())
     }
 
     /// `avail.ring[slot % size] = head` (§2.7.13.2).
@@ -186,6 +220,17 @@ impl<H: Hal> SplitRing<H> {
         // concurrently only if it misbehaves; we validate whatever we read.
         let e = unsafe { ptr::read_volatile(self.at::<VirtqUsedElem>(off)) };
         (e.id.get(), e.len.get())
+    }
+}
+
+#[cfg(not(feature = "loom"))]
+#[inline(always)]
+fn desc(addr: PhysAddr, len: u32, flags: u16, next: u16) -> VirtqDesc {
+    VirtqDesc {
+        addr: Le64::new(addr),
+        len: Le32::new(len),
+        flags: Le16::new(flags),
+        next: Le16::new(next),
     }
 }
 

@@ -6,9 +6,13 @@
 //! duration of the submission), the device's completion interrupt arrives
 //! on that same CPU, and the handler hands each finished request to the
 //! `Completion` its submitter sleeps on. Requests are pooled per queue; the
-//! pool is the queue's depth limit, so `add` never meets a full ring.
+//! pool is the queue's depth limit, so `add` never meets a full ring. A
+//! request goes back to the pool as soon as the device finishes it (its
+//! outcome waits in the `Completion`), so submitters holding requests they
+//! have not waited for cannot starve each other of requests.
 
 mod request;
+mod reset;
 
 use super::bringup::{
     self, BringUpError, ConfigFields, DeviceConfig, Failed, Queue, QueueInterrupt, QueueLimits,
@@ -25,7 +29,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 pub use request::{Completion, Operation, Request};
-use vireo_virtio::{Features, SplitQueue};
+use vireo_virtio::{Features, SplitQueue, UsedLenPolicy};
 
 /// Bytes per sector: always 512 in virtio-blk (§5.2.6).
 pub const SECTOR_BYTES: u64 = 512;
@@ -36,9 +40,12 @@ const POLL_US: u64 = 30;
 /// Requests in flight per queue at most: every request is one indirect
 /// descriptor.
 const REQUESTS_PER_QUEUE: usize = 64;
-/// Requests made at start-up; the pool grows on demand up to the maximum,
-/// so boot does not pay for depth nobody uses.
-const INITIAL_REQUESTS: usize = 4;
+/// Requests made at start-up: the whole pool. A pool that grew on demand
+/// made the driver's memory footprint depend on which CPU a burst of
+/// submissions ran on, so a frame count taken before and after a workload
+/// could not tell a leak from growth; making 64 one-page requests per queue
+/// costs well under a millisecond of boot.
+const INITIAL_REQUESTS: usize = REQUESTS_PER_QUEUE;
 
 /// Device feature bits (§5.2.3).
 mod feature {
@@ -64,9 +71,9 @@ impl VirtioDriver for BlkDriver {
     /// Each request is one indirect descriptor, which is what lets the
     /// request pool bound a queue's depth (§2.7.5.3).
     const REQUIRED: Features = Features::INDIRECT_DESC;
-    const OPTIONAL: Features = Features::EVENT_IDX.union(Features::from_bits_retain(
-        feature::RO | feature::BLK_SIZE | feature::FLUSH | feature::MQ,
-    ));
+    const OPTIONAL: Features = Features::EVENT_IDX.union(Features::RING_RESET).union(
+        Features::from_bits_retain(feature::RO | feature::BLK_SIZE | feature::FLUSH | feature::MQ),
+    );
     const ON_INTERRUPT: Option<IrqHandler> = Some(on_completion_interrupt);
     type Config = BlkConfig;
     type Buffers = Box<Request>;
@@ -87,6 +94,11 @@ impl VirtioDriver for BlkDriver {
                 size: QUEUE_SIZE,
                 indirect_max: 3,
                 interrupt: QueueInterrupt::OnCpu(u32::from(index)),
+                // Clamp: the status byte, not the used length, says whether a
+                // request worked, and devices that count the readable header
+                // in the length (why Linux reverted its core length check,
+                // f124034faa91) should not cost us the disk.
+                used_len: UsedLenPolicy::Clamp,
             })
             .collect()
     }
@@ -137,11 +149,17 @@ pub enum BlkError {
     Unsupported,
     /// The device broke the ring protocol; the driver stopped using it.
     DeviceFailed,
+    /// A queue reset took the request back before the device ran it;
+    /// nothing was transferred. Submitting it again is safe.
+    Cancelled,
 }
 
 struct BlkQueue {
     queue: SplitQueue<KernelHal, Box<Request>>,
     notifier: QueueNotifier,
+    /// The MSI-X entry the queue interrupts through (a queue reset clears
+    /// the device's copy; the restart programs it again).
+    msix_entry: u16,
     /// Boxed: a request travels through the ring as an 8-byte owner.
     #[allow(clippy::vec_box)]
     pool: Vec<Box<Request>>,
@@ -180,9 +198,12 @@ pub struct BlkDevice {
     /// Every queue interrupts on the same vector (one shared line): an
     /// interrupt may be for any of them.
     is_vector_shared: bool,
+    /// `VIRTIO_F_RING_RESET` was negotiated: [`BlkDevice::reset_queue`].
+    has_queue_reset: bool,
     failed: AtomicBool,
     /// Transport, MSI-X table and vectors, owned for the device's lifetime.
-    _device: VirtioDevice,
+    /// Lock order: a queue's `state`, then the transport.
+    virtio: VirtioDevice,
 }
 
 static DEVICE: spin::Once<Option<BlkDevice>> = spin::Once::new();
@@ -232,10 +253,12 @@ impl BlkDevice {
         let queues = queues
             .into_iter()
             .zip(pools)
-            .map(|(Queue { ring, notifier, .. }, pool)| QueueSlot {
+            .map(|(Queue { ring, notifier, msix_entry, .. }, pool)| QueueSlot {
                 state: IrqSpinLock::new(BlkQueue {
                     queue: ring,
                     notifier,
+                    // Every queue interrupts, so every queue has an entry.
+                    msix_entry: msix_entry.unwrap_or(super::pci::NO_VECTOR),
                     pool,
                     requests_made: INITIAL_REQUESTS,
                 }),
@@ -249,8 +272,9 @@ impl BlkDevice {
             is_read_only: has(feature::RO),
             has_flush: has(feature::FLUSH),
             is_vector_shared,
+            has_queue_reset: features.contains(Features::RING_RESET),
             failed: AtomicBool::new(false),
-            _device: device,
+            virtio: device,
         })
     }
 
@@ -392,39 +416,56 @@ impl BlkDevice {
         let Some(slot) = self.queues.get(index) else {
             return;
         };
-        let mut state = slot.state.lock();
-        loop {
+        let freed = {
+            let mut state = slot.state.lock();
+            let mut freed = 0;
             loop {
-                match state.queue.pop_used() {
-                    Ok(Some(used)) => {
-                        let completion = used.buffers.completion.clone();
-                        completion.complete(used.buffers);
-                    }
-                    Ok(None) => break,
-                    Err(error) => {
-                        // §2.7: the device broke the protocol. Its requests
-                        // stay with the broken queue (the device may still
-                        // write them); new ones are refused.
-                        if !self.failed.swap(true, Ordering::AcqRel) {
-                            log::error!("virtio-blk: queue {index}: {error}; device disabled");
+                loop {
+                    match state.queue.pop_used() {
+                        Ok(Some(used)) => freed += state.recycle(used.buffers),
+                        Ok(None) => break,
+                        Err(error) => {
+                            // §2.7: the device broke the protocol. Its requests
+                            // stay with the broken queue (the device may still
+                            // write them); new ones are refused.
+                            if !self.failed.swap(true, Ordering::AcqRel) {
+                                log::error!("virtio-blk: queue {index}: {error}; device disabled");
+                            }
+                            break;
                         }
-                        return;
                     }
                 }
+                // §2.7.14: re-enable, then recheck for completions that raced in.
+                match state.queue.enable_interrupts() {
+                    Ok(true) => continue,
+                    Ok(false) | Err(_) => break,
+                }
             }
-            // §2.7.14: re-enable, then recheck for completions that raced in.
-            match state.queue.enable_interrupts() {
-                Ok(false) => break,
-                Ok(true) => continue,
-                Err(_) => return,
+            freed
+        };
+        slot.wake_submitters(freed);
+    }
+}
+
+impl BlkQueue {
+    /// Hands a finished request's outcome to its submitter and puts the
+    /// request back in the pool at once; returns 1 (requests freed).
+    fn recycle(&mut self, mut request: Box<Request>) -> usize {
+        request.finish();
+        self.pool.push(request);
+        1
+    }
+}
+
+impl QueueSlot {
+    /// Wakes up to `freed` submitters waiting for a request. Call without
+    /// the queue's lock: their wait condition takes it.
+    fn wake_submitters(&self, freed: usize) {
+        for _ in 0..freed {
+            if !self.space.wake_one() {
+                break;
             }
         }
-    }
-
-    fn recycle(&self, queue_index: usize, request: Box<Request>) {
-        let slot = &self.queues[queue_index];
-        slot.state.lock().pool.push(request);
-        slot.space.wake_one();
     }
 }
 
@@ -449,17 +490,16 @@ impl Pending {
             self.device.complete(self.queue_index);
             core::hint::spin_loop();
         }
-        let mut request = self.completion.wait();
-        let result = match request.status() {
+        let outcome = self.completion.wait();
+        let result = match outcome.status {
+            _ if outcome.cancelled => Err(BlkError::Cancelled),
             request::STATUS_OK => Ok(()),
             request::STATUS_UNSUPP => Err(BlkError::Unsupported),
             request::STATUS_IOERR => Err(BlkError::Io),
             // A value the spec does not define: not a success either.
             _ => Err(BlkError::Io),
         };
-        let data = request.take_data();
-        self.device.recycle(self.queue_index, request);
-        (result, data)
+        (result, outcome.data)
     }
 
     fn wait_for_buffer(self) -> Result<DmaBuffer, (BlkError, Option<DmaBuffer>)> {
@@ -486,4 +526,5 @@ fn on_completion_interrupt(frame: &mut InterruptFrame) {
     crate::platform::apic::lapic::eoi();
 }
 
+mod reset_tests;
 mod tests;

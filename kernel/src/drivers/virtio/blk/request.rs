@@ -38,10 +38,20 @@ const HEADER_BYTES: u32 = 16;
 /// The status byte sits after the header in the request's own page.
 const STATUS_OFFSET: usize = 64;
 
-/// Where a finished request waits for the thread that submitted it.
+/// What a finished request leaves for the thread that submitted it.
+pub struct Outcome {
+    /// The status byte the device wrote (0xff if it wrote none).
+    pub status: u8,
+    /// A queue reset took the request back before the device ran it.
+    pub cancelled: bool,
+    /// The data buffer, no longer the device's.
+    pub data: Option<DmaBuffer>,
+}
+
+/// Where a finished request's outcome waits for its submitter.
 pub struct Completion {
     done: AtomicBool,
-    request: IrqSpinLock<Option<Box<Request>>>,
+    outcome: IrqSpinLock<Option<Outcome>>,
     waiters: WaitQueue,
 }
 
@@ -49,29 +59,29 @@ impl Completion {
     fn new() -> Self {
         Self {
             done: AtomicBool::new(false),
-            request: IrqSpinLock::new(None),
+            outcome: IrqSpinLock::new(None),
             waiters: WaitQueue::new(),
         }
     }
 
-    /// Hands a request back from the device (interrupt context).
-    pub fn complete(&self, request: Box<Request>) {
-        *self.request.lock() = Some(request);
-        // Release: the stored request is visible to whoever sees `done`.
+    /// Hands an outcome to the submitter (interrupt context).
+    fn complete(&self, outcome: Outcome) {
+        *self.outcome.lock() = Some(outcome);
+        // Release: the stored outcome is visible to whoever sees `done`.
         self.done.store(true, Ordering::Release);
         self.waiters.wake_all();
     }
 
-    /// Whether the request is back.
+    /// Whether the outcome is in.
     pub fn is_done(&self) -> bool {
         self.done.load(Ordering::Acquire)
     }
 
-    /// Blocks until the request is back, and takes it.
-    pub fn wait(&self) -> Box<Request> {
+    /// Blocks until the outcome is in, and takes it.
+    pub fn wait(&self) -> Outcome {
         self.waiters.wait_until(|| self.done.load(Ordering::Acquire));
         self.done.store(false, Ordering::Relaxed);
-        self.request.lock().take().expect("completion signalled without a request")
+        self.outcome.lock().take().expect("completion signalled without an outcome")
     }
 }
 
@@ -82,6 +92,8 @@ pub struct Request {
     data: Option<DmaBuffer>,
     data_len: u32,
     operation: Operation,
+    /// Taken back by a queue reset instead of completed by the device.
+    cancelled: bool,
     /// Shared with the submitter while the request is out.
     pub completion: Arc<Completion>,
 }
@@ -97,6 +109,7 @@ impl Request {
             data: None,
             data_len: 0,
             operation: Operation::Flush,
+            cancelled: false,
             completion: Arc::new(Completion::new()),
         }))
     }
@@ -115,9 +128,34 @@ impl Request {
         header[8..16].copy_from_slice(&sector.to_le_bytes());
         // Anything but OK until the device says otherwise.
         header[STATUS_OFFSET] = 0xff;
+        // A submitter that has not collected the last outcome still holds
+        // the old completion: this use gets its own.
+        match Arc::get_mut(&mut self.completion) {
+            Some(completion) => {
+                *completion.done.get_mut() = false;
+                completion.outcome.lock().take();
+            }
+            None => self.completion = Arc::new(Completion::new()),
+        }
         self.operation = operation;
         self.data = data;
         self.data_len = data_len;
+        self.cancelled = false;
+    }
+
+    /// Hands the outcome of the finished (or cancelled) request to its
+    /// submitter. The request itself is free for reuse at once — the
+    /// caller puts it back in the pool — so submitters that hold requests
+    /// they have not waited for yet never starve each other of requests.
+    pub fn finish(&mut self) {
+        let outcome =
+            Outcome { status: self.status(), cancelled: self.cancelled, data: self.take_data() };
+        self.completion.complete(outcome);
+    }
+
+    /// Records that a queue reset took the request back unrun.
+    pub fn mark_cancelled(&mut self) {
+        self.cancelled = true;
     }
 
     /// The status byte the device wrote.

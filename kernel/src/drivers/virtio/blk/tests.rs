@@ -12,16 +12,16 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 
-fn blk() -> Result<&'static super::BlkDevice, crate::ktest::TestFailure> {
+pub(super) fn blk() -> Result<&'static super::BlkDevice, crate::ktest::TestFailure> {
     device().ok_or_else(|| crate::ktest::TestFailure::new("no virtio-blk device".into()))
 }
 
 /// First sector of the scratch area.
-fn scratch(device: &super::BlkDevice) -> u64 {
+pub(super) fn scratch(device: &super::BlkDevice) -> u64 {
     device.capacity_sectors() - 2048
 }
 
-fn filled(byte: u8, pages: u64) -> DmaBuffer {
+pub(super) fn filled(byte: u8, pages: u64) -> DmaBuffer {
     let mut buffer = DmaBuffer::new(pages).expect("no DMA memory for a test buffer");
     buffer.as_mut_slice().fill(byte);
     buffer

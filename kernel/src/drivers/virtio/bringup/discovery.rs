@@ -92,7 +92,7 @@ pub fn find_functions<D: VirtioDriver>() -> impl Iterator<Item = &'static Functi
 pub fn find_devices<D: VirtioDriver>() -> impl Iterator<Item = Location> {
     let mmio = window::devices()
         .iter()
-        .filter(|device| device.device_id == u32::from(D::DEVICE_ID))
+        .filter(|device| device.device_type == u32::from(D::DEVICE_ID))
         .map(Location::Mmio);
     find_functions::<D>().map(Location::Pci).chain(mmio)
 }

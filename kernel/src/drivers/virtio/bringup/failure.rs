@@ -4,13 +4,14 @@
 //! rings of every queue created so far, and the buffers in them — and may
 //! write them until it has reset (§2.4: after a reset the device uses no
 //! buffers). Only a reset whose status reads back 0 proves that; the
-//! crate's reset gives up after a bounded number of reads. So:
-//! - reset proven: the queues are dropped (their rings freed) and the
-//!   interrupt vectors released;
-//! - reset not proven: every queue is forgotten, rings and buffers leaked,
-//!   and the vectors stay installed so that a late message still gets its
-//!   EOI. Leaking is safe; memory the device writes after it was freed is
-//!   not.
+//! crate's reset gives up after a bounded number of reads, and hands out a
+//! [`vireo_virtio::DeviceReset`] proof only when it completes. So:
+//! - reset proven: each queue reclaims its buffers against that proof and
+//!   frees its rings; the interrupt vectors are released;
+//! - reset not proven: the queues are dropped unreclaimed, which makes the
+//!   crate leak their rings and buffers (counted in `leak_counts`), and the
+//!   vectors stay installed so that a late message still gets its EOI.
+//!   Leaking is safe; memory the device writes after it was freed is not.
 //!
 //! Either way MSI-X is switched off (or the shared line masked) first, so
 //! no interrupt is routed to a vector that is being released.
@@ -68,9 +69,10 @@ impl fmt::Display for Failed {
 impl<T: BringUpTransport> VirtioDevice<T> {
     /// Gives the device up: sets FAILED (§2.1.2: the driver has given up on
     /// the device; §3.1.1: it SHOULD set it when a step goes irrecoverably
-    /// wrong), switches MSI-X off or masks its line, resets the device, then frees `queues`
-    /// only if the reset completed (see the module description). `queues`
-    /// must be every queue created on this device, the driver's included.
+    /// wrong), switches MSI-X off or masks its line, resets the device,
+    /// then frees `queues` only if the reset completed (see the module
+    /// description). `queues` must be every queue created on this device,
+    /// the driver's included.
     pub fn fail<B>(mut self, queues: Vec<SplitQueue<KernelHal, B>>, error: BringUpError) -> Failed {
         let status = self.transport.get_mut().status();
         self.transport.get_mut().set_status(status | DeviceStatus::FAILED);
@@ -86,8 +88,14 @@ impl<T: BringUpTransport> VirtioDevice<T> {
             line.mask();
         }
         let teardown = match self.transport.get_mut().reset() {
-            Ok(()) => {
-                drop(queues);
+            Ok(proof) => {
+                for mut queue in queues {
+                    // A queue of this device, programmed before the reset:
+                    // the proof covers it, so this frees everything.
+                    if queue.reclaim(&proof, |_, buffers| drop(buffers)).is_err() {
+                        log::error!("{}: a queue refused the reset proof; leaked", self.name);
+                    }
+                }
                 if let Some(run) = self.vectors.take() {
                     for vector in run.first..run.first + run.count {
                         crate::arch::interrupts::unregister_irq(vector);
@@ -100,9 +108,8 @@ impl<T: BringUpTransport> VirtioDevice<T> {
             }
             Err(_) => {
                 let leaked_queues = queues.len();
-                for queue in queues {
-                    core::mem::forget(queue);
-                }
+                // Unreclaimed queues leak their rings and buffers on drop.
+                drop(queues);
                 log::error!("{}: device did not reset; {leaked_queues} queues leaked", self.name);
                 Teardown::ResetIncomplete { leaked_queues }
             }

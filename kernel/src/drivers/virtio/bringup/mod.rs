@@ -43,7 +43,7 @@ use crate::platform::pci::msix::{MsiX, MsixError};
 use crate::sync::{SpinLock, SpinLockGuard};
 use alloc::vec::Vec;
 use interrupts::{Line, Msix, VectorRun};
-use vireo_virtio::{DeviceStatus, Features, QueueConfig, SplitQueue, Transport};
+use vireo_virtio::{DeviceStatus, Features, QueueConfig, SplitQueue, Transport, UsedLenPolicy};
 
 pub use config::{ConfigFields, DeviceConfig};
 pub use discovery::{InterruptSource, Location, find_devices};
@@ -111,6 +111,9 @@ pub struct QueueSpec {
     pub indirect_max: u16,
     /// How the driver learns of used buffers.
     pub interrupt: QueueInterrupt,
+    /// What a used length beyond the writable bytes does: break the queue
+    /// or clamp and count (each driver says why it chose).
+    pub used_len: UsedLenPolicy,
 }
 
 /// How a queue reports used buffers.
@@ -133,6 +136,9 @@ pub struct Queue<B> {
     /// The vector its interrupts arrive on (`None` when polled); the same
     /// for every queue on a shared line.
     pub vector: Option<u8>,
+    /// The MSI-X table entry the queue was given (`None` when polled): a
+    /// queue reset forgets it (§4.1.4.3.2), so a restart programs it again.
+    pub msix_entry: Option<u16>,
 }
 
 /// Why bring-up failed.
@@ -341,11 +347,16 @@ impl<T: BringUpTransport> VirtioDevice<T> {
                 size: spec.size,
                 features,
                 indirect_max: spec.indirect_max,
+                used_len: spec.used_len,
             };
             let mut ring = SplitQueue::new(&KernelHal, transport, ring_config)
                 .map_err(|error| BringUpError::Queue { index: spec.index, error })?;
             let quiet = if vector.is_none() { ring.disable_interrupts() } else { Ok(()) };
-            queues.push(Queue { ring, notifier, vector });
+            let msix_entry = match routing {
+                Some(Routing::Msix(_)) if vector.is_some() => Some(u16::from(next_entry)),
+                _ => None,
+            };
+            queues.push(Queue { ring, notifier, vector, msix_entry });
             quiet.map_err(|error| BringUpError::Queue { index: spec.index, error })?;
         }
         match routing {

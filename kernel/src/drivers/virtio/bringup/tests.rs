@@ -48,6 +48,9 @@ struct Recorder {
 // succeeded (it may report a failure the device did not have, which only
 // makes the caller more careful), and `queue_set` forwards unchanged.
 unsafe impl Transport for Recorder {
+    fn device_id(&self) -> vireo_virtio::DeviceId {
+        self.inner.device_id()
+    }
     fn read_device_features(&mut self) -> u64 {
         self.inner.read_device_features()
     }
@@ -60,9 +63,10 @@ unsafe impl Transport for Recorder {
     fn queue_used(&mut self, queue: u16) -> bool {
         self.inner.queue_used(queue)
     }
-    fn queue_set(&mut self, queue: u16, size: u16, desc: u64, driver: u64, device: u64) {
+    unsafe fn queue_set(&mut self, queue: u16, size: u16, desc: u64, driver: u64, device: u64) {
         self.record.borrow_mut().rings.push(desc);
-        self.inner.queue_set(queue, size, desc, driver, device);
+        // SAFETY: forwarded unchanged; our caller made the promises.
+        unsafe { self.inner.queue_set(queue, size, desc, driver, device) };
     }
     fn queue_unset(&mut self, queue: u16) {
         self.inner.queue_unset(queue);
@@ -89,18 +93,18 @@ unsafe impl Transport for Recorder {
     fn ack_interrupt(&mut self) -> InterruptStatus {
         self.inner.ack_interrupt()
     }
-    fn reset(&mut self) -> vireo_virtio::Result {
+    fn reset(&mut self) -> vireo_virtio::Result<vireo_virtio::DeviceReset> {
         // The real device always resets; the recording decides what the
-        // driver is told.
+        // driver is told (the real proof, or a timeout).
         self.set_status(DeviceStatus::empty());
-        self.inner.reset()?;
+        let proof = self.inner.reset()?;
         let mut record = self.record.borrow_mut();
         record.resets += 1;
         match record.resets_that_complete {
             Some(allowed) if record.resets > allowed => {
                 Err(vireo_virtio::Error::DeviceResetTimeout)
             }
-            _ => Ok(()),
+            _ => Ok(proof),
         }
     }
 }
@@ -143,7 +147,8 @@ impl VirtioDriver for Entropy {
             index: 0,
             size: 8,
             indirect_max: 0,
-            interrupt: QueueInterrupt::Polled
+            interrupt: QueueInterrupt::Polled,
+            used_len: UsedLenPolicy::Strict,
         }]
     }
 }
@@ -189,6 +194,7 @@ impl VirtioDriver for TwoInterruptingQueues {
             size: 8,
             indirect_max: 0,
             interrupt: QueueInterrupt::OnCpu(cpu),
+            used_len: UsedLenPolicy::Strict,
         };
         alloc::vec![on(0, limits.online_cpus - 1), on(1, 0)]
     }
@@ -221,6 +227,7 @@ impl VirtioDriver for InterruptingQueue {
             size: 8,
             indirect_max: 0,
             interrupt: QueueInterrupt::OnCpu(limits.online_cpus - 1),
+            used_len: UsedLenPolicy::Strict,
         }]
     }
 }

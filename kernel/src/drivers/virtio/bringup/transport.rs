@@ -8,7 +8,7 @@
 use super::super::mmio::MmioError;
 use super::super::mmio::window::{InterruptAck, KernelMmio};
 use super::super::pci::{QueueNotifier, VirtioPci, VirtioPciError};
-use vireo_virtio::{DeviceStatus, InterruptStatus, Transport};
+use vireo_virtio::{DeviceId, DeviceStatus, InterruptStatus, Transport};
 
 /// A transport as bring-up drives it.
 pub trait BringUpTransport: Transport {
@@ -108,9 +108,14 @@ macro_rules! forward {
 }
 
 // SAFETY: every method forwards to `VirtioPci` or `KernelMmio`, which both
-// keep the trait's promises (`reset` waits for status 0, `queue_set`
-// programs exactly the addresses given).
+// keep the trait's promises: their ids cannot collide (PCI ids are packed
+// addresses below 2^32, virtio-mmio ids carry bit 63), `reset` is the
+// trait's own here and there, queue resets and `queue_set` forward
+// unchanged.
 unsafe impl Transport for KernelTransport {
+    fn device_id(&self) -> DeviceId {
+        forward!(self, t => t.device_id())
+    }
     fn read_device_features(&mut self) -> u64 {
         forward!(self, t => t.read_device_features())
     }
@@ -123,8 +128,9 @@ unsafe impl Transport for KernelTransport {
     fn queue_used(&mut self, queue: u16) -> bool {
         forward!(self, t => t.queue_used(queue))
     }
-    fn queue_set(&mut self, queue: u16, size: u16, desc: u64, driver: u64, device: u64) {
-        forward!(self, t => t.queue_set(queue, size, desc, driver, device))
+    unsafe fn queue_set(&mut self, queue: u16, size: u16, desc: u64, driver: u64, device: u64) {
+        // SAFETY: forwarded unchanged; our caller made the promises.
+        forward!(self, t => unsafe { t.queue_set(queue, size, desc, driver, device) })
     }
     fn queue_unset(&mut self, queue: u16) {
         forward!(self, t => t.queue_unset(queue))
@@ -149,6 +155,15 @@ unsafe impl Transport for KernelTransport {
     }
     fn ack_interrupt(&mut self) -> InterruptStatus {
         forward!(self, t => t.ack_interrupt())
+    }
+    fn has_queue_reset(&mut self) -> bool {
+        forward!(self, t => t.has_queue_reset())
+    }
+    fn start_queue_reset(&mut self, queue: u16) {
+        forward!(self, t => t.start_queue_reset(queue))
+    }
+    fn queue_reset_done(&mut self, queue: u16) -> bool {
+        forward!(self, t => t.queue_reset_done(queue))
     }
 }
 

@@ -20,7 +20,7 @@ use crate::sync::SpinLock;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use protocol::{Encoder, GpuError, GpuRequest, GpuResponse, Rect};
-use vireo_virtio::{Dma, DmaChain, Features, SplitQueue};
+use vireo_virtio::{Dma, DmaChain, Features, SplitQueue, UsedLenPolicy};
 
 const CONTROL_QUEUE: u16 = 0;
 const QUEUE_SIZE: u16 = 64;
@@ -38,7 +38,7 @@ impl VirtioDriver for GpuDriver {
     const NAME: &'static str = "virtio-gpu";
     const DEVICE_ID: u16 = 16;
     const REQUIRED: Features = Features::empty();
-    const OPTIONAL: Features = Features::EVENT_IDX;
+    const OPTIONAL: Features = Features::EVENT_IDX.union(Features::RING_RESET);
     type Config = GpuConfig;
     type Buffers = DmaChain<KernelHal, 2>;
 
@@ -48,6 +48,11 @@ impl VirtioDriver for GpuDriver {
             size: QUEUE_SIZE,
             indirect_max: 0,
             interrupt: QueueInterrupt::Polled,
+            // Strict: the used length says how much of a response to decode,
+            // so a device claiming more than the response buffer is lying
+            // about the response itself; the queue breaks rather than decode
+            // garbage.
+            used_len: UsedLenPolicy::Strict,
         }]
     }
 }
@@ -383,7 +388,7 @@ impl GpuDevice {
                 };
                 let command_fence = if index == last { fence } else { None };
                 let command_len = {
-                    let bytes = page.dma_mut().as_mut_slice();
+                    let bytes = page.region_mut();
                     let mut encoder = Encoder::new(
                         &mut bytes[..RESPONSE_OFFSET],
                         request.command(),

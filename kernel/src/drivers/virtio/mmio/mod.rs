@@ -16,7 +16,7 @@
 
 pub mod window;
 
-use vireo_virtio::{DeviceStatus, InterruptStatus, Transport};
+use vireo_virtio::{DeviceId, DeviceStatus, InterruptStatus, Transport};
 
 /// A device's register window: 8-, 16- and 32-bit volatile accesses at
 /// byte offsets from its base.
@@ -25,9 +25,14 @@ use vireo_virtio::{DeviceStatus, InterruptStatus, Transport};
 ///
 /// Implementors promise that every offset below [`RegisterWindow::len_bytes`]
 /// reaches the device's register at that offset, each access exactly once
-/// and in program order (an uncached mapping on x86), and that the window
-/// stays valid for as long as the value lives.
+/// and in program order (an uncached mapping on x86), that the window
+/// stays valid for as long as the value lives, and that
+/// [`RegisterWindow::device_id`] is the same for every window of one
+/// device and differs between devices (the [`Transport`] contract's
+/// first promise rests on it).
 pub unsafe trait RegisterWindow {
+    /// Which device this window reaches (e.g. from its physical base).
+    fn device_id(&self) -> DeviceId;
     /// Bytes of the window (control registers and configuration).
     fn len_bytes(&self) -> usize;
     /// Reads the byte at `offset` (< `len_bytes`).
@@ -130,7 +135,7 @@ pub fn acknowledge_interrupt(window: &impl RegisterWindow) -> InterruptStatus {
 /// A version-2 virtio-mmio device.
 pub struct VirtioMmio<W: RegisterWindow> {
     window: W,
-    device_id: u32,
+    device_type: u32,
     vendor_id: u32,
 }
 
@@ -153,17 +158,17 @@ impl<W: RegisterWindow> VirtioMmio<W> {
             1 => return Err(MmioError::Legacy),
             other => return Err(MmioError::UnknownVersion(other)),
         }
-        let device_id = window.read_u32(reg::DEVICE_ID);
-        if device_id == 0 {
+        let device_type = window.read_u32(reg::DEVICE_ID);
+        if device_type == 0 {
             return Err(MmioError::NoDevice);
         }
         let vendor_id = window.read_u32(reg::VENDOR_ID);
-        Ok(Self { window, device_id, vendor_id })
+        Ok(Self { window, device_type, vendor_id })
     }
 
-    /// The virtio device type (§5).
-    pub fn device_id(&self) -> u32 {
-        self.device_id
+    /// The virtio device type (§5), from `DeviceID`.
+    pub fn device_type(&self) -> u32 {
+        self.device_type
     }
 
     /// The vendor id the device reports.
@@ -203,11 +208,18 @@ impl<W: RegisterWindow> VirtioMmio<W> {
     }
 }
 
-// SAFETY: `reset` (the trait's default) writes 0 to `Status` and waits until
-// it reads back 0; §4.2.2.1 has the device then clear every `QueueReady`,
-// and a device must not touch a queue whose `QueueReady` is 0, so it uses
-// no buffers afterwards. `queue_set` writes exactly the addresses given.
+// SAFETY: 1. the id is the window's (see `RegisterWindow`'s contract);
+// 2. `reset` (the trait's default, not overridden) writes 0 to `Status` and
+// waits until it reads back 0; §4.2.2.1 has the device then clear every
+// `QueueReady`, and a device must not touch a queue whose `QueueReady` is 0,
+// so it uses no rings or buffers afterwards; 3. there is no queue reset
+// (`queue_reset_done` keeps its default, `false`); 4. `queue_set` writes
+// exactly the addresses given and nothing else here programs addresses.
 unsafe impl<W: RegisterWindow> Transport for VirtioMmio<W> {
+    fn device_id(&self) -> DeviceId {
+        self.window.device_id()
+    }
+
     fn read_device_features(&mut self) -> u64 {
         // §4.2.2.2: select before reading.
         self.window.write_u32(reg::DEVICE_FEATURES_SEL, 0);
@@ -237,7 +249,7 @@ unsafe impl<W: RegisterWindow> Transport for VirtioMmio<W> {
         self.window.read_u32(reg::QUEUE_READY) != 0
     }
 
-    fn queue_set(
+    unsafe fn queue_set(
         &mut self,
         queue: u16,
         size: u16,
@@ -323,4 +335,10 @@ unsafe impl<W: RegisterWindow> Transport for VirtioMmio<W> {
     fn ack_interrupt(&mut self) -> InterruptStatus {
         acknowledge_interrupt(&self.window)
     }
+
+    // No queue reset (the trait's default `has_queue_reset` is false, so
+    // VIRTIO_F_RING_RESET is never negotiated here): QEMU 7.2 offers the
+    // feature on virtio-mmio, but a reset started through `QueueReset`
+    // (0x0c0, §4.2.2) never completes there (the blk and gpu queue-reset
+    // tests timed out on microvm).
 }

@@ -40,9 +40,18 @@ impl KernelWindow {
     }
 }
 
+/// Tags a virtio-mmio device id (its physical base) so that it never equals
+/// a virtio-pci one (a packed PCI address, below 2^32).
+const MMIO_DEVICE_ID_TAG: u64 = 1 << 63;
+
 // SAFETY: the region is an uncached mapping of the device's window, never
-// unmapped; `pointer` keeps every access inside it and aligned.
+// unmapped; `pointer` keeps every access inside it and aligned. The id is
+// the window's physical base, tagged: one device per base, and `devices`
+// maps each base once and hands out copies of that window.
 unsafe impl RegisterWindow for KernelWindow {
+    fn device_id(&self) -> vireo_virtio::DeviceId {
+        vireo_virtio::DeviceId::new(MMIO_DEVICE_ID_TAG | self.region.phys().as_u64())
+    }
     fn len_bytes(&self) -> usize {
         self.region.len_bytes()
     }
@@ -105,7 +114,7 @@ pub struct MmioDevice {
     /// Where the platform said it is.
     pub slot: Slot,
     /// The virtio device type it reported (§5).
-    pub device_id: u32,
+    pub device_type: u32,
     window: KernelWindow,
 }
 
@@ -142,11 +151,11 @@ pub fn devices() -> &'static [MmioDevice] {
                     log::info!(
                         "virtio-mmio: {phys:#x} (from {:?}): device type {}, vendor {:#x}, GSI {:?}",
                         slot.origin,
-                        transport.device_id(),
+                        transport.device_type(),
                         transport.vendor_id(),
                         slot.interrupt.map(|irq| irq.gsi)
                     );
-                    found.push(MmioDevice { slot, device_id: transport.device_id(), window });
+                    found.push(MmioDevice { slot, device_type: transport.device_type(), window });
                 }
                 Err(MmioError::NoDevice) => {}
                 Err(MmioError::Legacy) => log::warn!(

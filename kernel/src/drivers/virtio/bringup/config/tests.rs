@@ -56,6 +56,10 @@ impl ChangingDevice {
 // SAFETY: a model without memory access: it never does DMA, and has no
 // queues to program.
 unsafe impl Transport for ChangingDevice {
+    fn device_id(&self) -> vireo_virtio::DeviceId {
+        // No real device: an id no PCI address produces.
+        vireo_virtio::DeviceId::new(u64::MAX)
+    }
     fn read_device_features(&mut self) -> u64 {
         0
     }
@@ -66,7 +70,7 @@ unsafe impl Transport for ChangingDevice {
     fn queue_used(&mut self, _: u16) -> bool {
         false
     }
-    fn queue_set(&mut self, _: u16, _: u16, _: u64, _: u64, _: u64) {}
+    unsafe fn queue_set(&mut self, _: u16, _: u16, _: u64, _: u64, _: u64) {}
     fn queue_unset(&mut self, _: u16) {}
     fn notify(&mut self, _: u16) {}
     fn status(&mut self) -> DeviceStatus {
