@@ -1,5 +1,5 @@
 //! The compatibility matrix: vireo booted the ways people start QEMU, one
-//! short boot each, running only the kernel suites that apply to that
+//! short boot each (seven), running only the kernel suites that apply to that
 //! machine. Each boot is one outside check, `check boot-<name> ... ok`,
 //! counted in `make test`'s total.
 //!
@@ -31,6 +31,8 @@ pub struct MatrixBoot {
     pub suites: &'static str,
     /// Log text that must appear (each a substring of some line).
     pub expect: &'static [&'static str],
+    /// More QEMU arguments (QEMU merges a second `-machine` into the first).
+    pub qemu_args: &'static [&'static str],
 }
 
 const DEVICES_UP: [&str; 2] = ["virtio-blk: ", "virtio-gpu: scanout"];
@@ -47,6 +49,7 @@ pub const MATRIX: &[MatrixBoot] = &[
         cpu: "max",
         suites: "platform::pci::,drivers::virtio::,platform::time::",
         expect: &["functions (ECAM)", DEVICES_UP[0], DEVICES_UP[1]],
+        qemu_args: &[],
     },
     MatrixBoot {
         name: "pc",
@@ -57,6 +60,7 @@ pub const MATRIX: &[MatrixBoot] = &[
         cpu: "max",
         suites: "platform::,drivers::virtio::",
         expect: &["configuration ports 0xCF8/0xCFC", DEVICES_UP[0], DEVICES_UP[1]],
+        qemu_args: &[],
     },
     MatrixBoot {
         name: "microvm",
@@ -72,6 +76,26 @@ pub const MATRIX: &[MatrixBoot] = &[
             DEVICES_UP[1],
             "smp: 2 of 2 CPUs online",
         ],
+        qemu_args: &[],
+    },
+    // Without ACPI: devices from `virtio_mmio.device=` on the command line,
+    // CPUs and the I/O APIC from the MP tables.
+    MatrixBoot {
+        name: "microvm-acpi-off",
+        machine: Machine::Microvm,
+        devices: DeviceSet::Standard,
+        memory: None,
+        smp: 2,
+        cpu: "max",
+        suites: "platform::,drivers::virtio::,smp::",
+        expect: &[
+            "the MP tables describe the CPUs and I/O APICs",
+            "(from Cmdline): device type 2",
+            "virtio-blk: 64 MiB, 2 queues",
+            DEVICES_UP[1],
+            "smp: 2 of 2 CPUs online",
+        ],
+        qemu_args: &["-machine", "acpi=off"],
     },
     MatrixBoot {
         name: "4g-smp8",
@@ -82,6 +106,7 @@ pub const MATRIX: &[MatrixBoot] = &[
         cpu: "max",
         suites: "mm::,smp::,arch::boot_info::,platform::acpi::",
         expect: &["smp: 8 of 8 CPUs online"],
+        qemu_args: &[],
     },
     MatrixBoot {
         name: "96m-smp1",
@@ -92,6 +117,7 @@ pub const MATRIX: &[MatrixBoot] = &[
         cpu: "max",
         suites: "mm::,arch::boot_info::,drivers::virtio::blk::",
         expect: &["smp: 1 of 1 CPUs online", DEVICES_UP[0]],
+        qemu_args: &[],
     },
     MatrixBoot {
         name: "qemu64",
@@ -102,6 +128,7 @@ pub const MATRIX: &[MatrixBoot] = &[
         cpu: "qemu64",
         suites: "arch::,platform::apic::,platform::time::,sched::",
         expect: &["smp: 2 of 2 CPUs online"],
+        qemu_args: &[],
     },
 ];
 
@@ -143,15 +170,17 @@ fn run_one(ctx: &Ctx, boot: &MatrixBoot) -> Result<String, String> {
     q.devices = boot.devices;
     q.cpu = boot.cpu.into();
     q.memory = boot.memory.map(Into::into);
+    q.extra_args.extend(boot.qemu_args.iter().map(|arg| arg.to_string()));
     let log_dir = ctx.target.join("matrix").join(boot.name);
     std::fs::create_dir_all(&log_dir).map_err(|e| format!("{}: {e}", log_dir.display()))?;
     println!(
-        "==> matrix boot-{}: -machine {} -cpu {} -smp {}{} ({})",
+        "==> matrix boot-{}: -machine {} -cpu {} -smp {}{}{} ({})",
         boot.name,
         boot.machine.arg(),
         boot.cpu,
         boot.smp,
         boot.memory.map(|m| format!(" -m {m}")).unwrap_or_default(),
+        boot.qemu_args.iter().map(|arg| format!(" {arg}")).collect::<String>(),
         boot.suites
     );
     let mut booter =

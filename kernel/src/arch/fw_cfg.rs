@@ -16,6 +16,29 @@ const SIGNATURE: u16 = 0x0000;
 const RAM_SIZE: u16 = 0x0003;
 /// FW_CFG_NB_CPUS: `-smp` (u16).
 const CPU_COUNT: u16 = 0x0005;
+/// FW_CFG_FILE_DIR: a big-endian count, then 64-byte entries (size,
+/// selector, reserved, a 56-byte NUL-padded name).
+const FILE_DIR: u16 = 0x0019;
+/// Directory entries read at most.
+const MAX_FILES: u32 = 256;
+
+/// Whether the firmware directory lists `name` (e.g. `etc/acpi/rsdp`,
+/// there exactly when QEMU builds ACPI tables); `None` without fw_cfg.
+pub fn has_file(name: &str) -> Option<bool> {
+    let count = u32::from_be_bytes(read::<4>(FILE_DIR)?).min(MAX_FILES);
+    let mut data = Port::<u8>::new(DATA);
+    let found = (0..count).any(|_| {
+        let entry: [u8; 64] = core::array::from_fn(|_| {
+            // SAFETY: as in `read`; the directory's entries follow its
+            // count in the same item, read on from where `read` stopped.
+            unsafe { data.read() }
+        });
+        let stored = &entry[8..];
+        let end = stored.iter().position(|&byte| byte == 0).unwrap_or(stored.len());
+        &stored[..end] == name.as_bytes()
+    });
+    Some(found)
+}
 
 /// Reads item `key` into `bytes`; `None` without fw_cfg.
 fn read<const N: usize>(key: u16) -> Option<[u8; N]> {

@@ -172,14 +172,21 @@ ktest!(
 );
 
 ktest!(
-    fn ioapic_has_24_inputs_from_gsi_0_all_masked() {
+    fn ioapic_has_24_inputs_from_gsi_0_masked_but_device_lines() {
         let controllers = ioapic::controllers();
         check!(!controllers.is_empty());
         check_eq!(controllers[0].gsi_base(), 0);
         check!(controllers[0].entry_count() >= 24, "{} entries", controllers[0].entry_count());
         check_eq!(controllers[0].hardware_id(), controllers[0].id());
         check!(matches!(controllers[0].version(), 0x11 | 0x20), "{:#x}", controllers[0].version());
-        for gsi in 0..controllers[0].entry_count() {
+        // Every input is masked but the lines of virtio-mmio devices, which
+        // their drivers unmask (on microvm without ACPI, GSIs 5..12).
+        let device_line = |gsi: u32| {
+            crate::platform::virtio_mmio::slots()
+                .iter()
+                .any(|slot| slot.interrupt.is_some_and(|irq| irq.gsi == gsi))
+        };
+        for gsi in (0..controllers[0].entry_count()).filter(|&gsi| !device_line(gsi)) {
             let entry = check_ok!(ioapic::entry(gsi).ok_or("no entry"));
             check!(entry & (1 << 16) != 0, "GSI {} unmasked: {:#x}", gsi, entry);
         }
