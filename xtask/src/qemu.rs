@@ -166,15 +166,16 @@ impl DeviceSet {
     /// The virtio devices, `-device` by `-device`, on `machine`'s bus.
     ///
     /// Modern-only on PCI (`disable-legacy=on`), except for
-    /// [`DeviceSet::QemuDefaults`]. On virtio-mmio the block device gets two
-    /// queues (QEMU gives it one there), so that per-CPU queues share the
-    /// device's one interrupt line.
-    fn devices(self, machine: Machine) -> Vec<String> {
+    /// [`DeviceSet::QemuDefaults`]. On virtio-mmio the block device gets a
+    /// queue per vCPU, as QEMU gives virtio-blk-pci by default (it gives
+    /// virtio-blk-device one), so per-CPU queues share the device's one
+    /// interrupt line.
+    fn devices(self, machine: Machine, smp: u32) -> Vec<String> {
         let blk = machine.virtio("blk");
         let blk = match (self, machine.has_pci()) {
             (DeviceSet::QemuDefaults, _) => format!("{blk},drive=d0"),
             (_, true) => format!("{blk},drive=d0,disable-legacy=on"),
-            (_, false) => format!("{blk},drive=d0,num-queues=2"),
+            (_, false) => format!("{blk},drive=d0,num-queues={smp}"),
         };
         let mut devices = vec![blk, machine.virtio("gpu")];
         // A virtio device no driver owns, for the kernel's bring-up failure
@@ -287,7 +288,7 @@ impl Qemu {
         if !self.machine.has_pci() {
             a.extend(["-global".into(), "virtio-mmio.force-legacy=false".into()]);
         }
-        for device in set.devices(self.machine) {
+        for device in set.devices(self.machine, self.smp) {
             a.extend(["-device".into(), device]);
         }
         a.push("-accel".into());
