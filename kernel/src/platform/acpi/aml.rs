@@ -194,6 +194,11 @@ fn decode_resources(template: &[u8]) -> Option<MmioDeviceInfo> {
 /// fixed memory window, in table order, each window once.
 pub fn find_mmio_devices(aml: &[u8], hid: &[u8]) -> Vec<MmioDeviceInfo> {
     let mut found: Vec<MmioDeviceInfo> = Vec::new();
+    // One pass first: a DSDT that never names the id (q35's, pc's) is not
+    // walked device by device, which costs a millisecond or two under TCG.
+    if hid.is_empty() || !aml.windows(hid.len()).any(|window| window == hid) {
+        return found;
+    }
     let mut at = 0;
     while at + 2 < aml.len() {
         if aml[at] != EXT_OP_PREFIX || aml[at + 1] != DEVICE_OP {
