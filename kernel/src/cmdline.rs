@@ -78,7 +78,7 @@ pub struct Options<'a> {
     pub log_level: log::LevelFilter,
     /// `ktest` / `bench`.
     pub mode: Mode,
-    /// `ktest.filter=<substring>`.
+    /// `ktest.filter=<substring>[,<substring>...]`.
     pub test_filter: Option<&'a str>,
     /// `ktest.skip=<name,name,...>`.
     pub test_skip: Option<&'a str>,
@@ -135,6 +135,8 @@ impl<'a> Options<'a> {
                 ("ktest.filter", Some(filter)) => options.test_filter = Some(filter),
                 ("ktest.skip", Some(skip)) => options.test_skip = Some(skip),
                 ("ktest.after", Some(after)) => options.test_after = Some(after),
+                // The platform layer reads these itself (`platform::virtio_mmio`).
+                (crate::platform::virtio_mmio::CMDLINE_KEY, Some(_)) => {}
                 _ => options.report(Problem::UnknownOption(word)),
             }
         }

@@ -42,7 +42,7 @@ extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
     arch::percpu::init_boot_cpu();
     arch::serial::init();
     arch::init_boot_cpu();
-    let tsc_hz = time::calibrate_tsc_roughly();
+    let first_guess = time::calibrate_roughly();
 
     let info = match BootInfo::parse(mm::PhysAddr::new(start_info_phys), |phys| {
         mm::phys_to_virt(phys).as_ptr()
@@ -64,9 +64,10 @@ extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
         run_on_cpus: run_test_job,
     });
     log::info!(
-        "vireo {} booting: TSC {} MHz, command line {:?}",
+        "vireo {} booting: TSC {} MHz ({}), command line {:?}",
         env!("CARGO_PKG_VERSION"),
-        tsc_hz / 1_000_000,
+        time::tsc_hz() / 1_000_000,
+        first_guess.map_or("assumed: no plausible first reference", |choice| choice.source.name()),
         cmdline
     );
     report_cmdline_problems(info, &options);
@@ -76,22 +77,9 @@ extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
     log::info!("memory: {} MiB usable, {} MiB free", frames.usable >> 8, frames.free >> 8);
 
     let platform = acpi::init();
-    match hpet::init() {
-        Ok(hpet) => {
-            // The HPET is read directly: no polling window to overshoot, and
-            // the local APIC timer is calibrated from the TSC next.
-            let hpet_hz = time::calibrate_with(|| hpet.measure_tsc_hz(2));
-            log::info!(
-                "time: TSC {} kHz by HPET ({} kHz first guess)",
-                hpet_hz / 1000,
-                tsc_hz / 1000
-            );
-        }
-        Err(error) => {
-            let pit_hz = time::calibrate_tsc();
-            log::info!("time: no HPET ({error:?}); TSC {} kHz by PIT", pit_hz / 1000);
-        }
-    }
+    // The HPET's failure is logged by `init`; calibration does without it.
+    let _ = hpet::init();
+    time::calibrate();
     apic::init_bsp();
     let bsp_apic_id = apic::lapic::id();
     let ap_apic_ids: alloc::vec::Vec<u32> = platform
@@ -116,6 +104,9 @@ extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
                 skip: options.test_skip,
                 after: options.test_after,
             });
+            // A timestamped last line: the runner compares the guest clock
+            // over the whole run with its own (xtask/src/matrix.rs).
+            log::info!("tests done at {} us", time::uptime_us());
             exit_qemu(if summary.failed == 0 { ExitCode::Success } else { ExitCode::Failure })
         }
         Mode::Bench => {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::exit::KernelExit;
 use crate::process::{Chunk, Streaming};
 use crate::progress::{self, Heartbeat};
-use crate::qemu::{self, AccelChoice, Qemu, Serial};
+use crate::qemu::{self, AccelChoice, DeviceSet, Machine, Qemu, Serial};
 
 /// The global command-line options.
 #[derive(Clone, Debug, Default)]
@@ -21,6 +21,8 @@ pub struct RunnerOptions {
     pub qemu: Option<PathBuf>,
     /// `--qemu-arg` and `-- ARGS`: extra arguments for every QEMU.
     pub qemu_args: Vec<String>,
+    /// `--machine`.
+    pub machine: Machine,
 }
 
 /// Paths and tools every subcommand needs.
@@ -33,6 +35,8 @@ pub struct Ctx {
     kernel_override: Option<PathBuf>,
     qemu_bin: Option<PathBuf>,
     qemu_args: Vec<String>,
+    /// `--machine`.
+    pub machine_type: Machine,
 }
 
 impl Ctx {
@@ -60,6 +64,7 @@ impl Ctx {
             kernel_override: options.kernel.map(absolute),
             qemu_bin: options.qemu.map(absolute),
             qemu_args: options.qemu_args,
+            machine_type: options.machine,
         }
     }
 
@@ -120,13 +125,21 @@ impl Ctx {
         qemu::ensure_disk(&self.disk_path())
             .map_err(|e| format!("cannot create {}: {e}", self.disk_path().display()))?;
         let (accel, why) = qemu::choose_accel(self.accel);
-        println!("==> accel: {} ({why}), smp {smp}", accel.arg());
+        let machine = match self.machine_type {
+            Machine::Q35 => String::new(),
+            other => format!(", machine {}", other.arg()),
+        };
+        println!("==> accel: {} ({why}), smp {smp}{machine}", accel.arg());
         Ok(Qemu {
             bin: self.qemu_bin.clone().unwrap_or_else(|| qemu::QEMU_BIN.into()),
             kernel: self.relative(&self.kernel_path()),
             disk: self.relative(&self.disk_path()),
             smp,
             accel,
+            machine: self.machine_type,
+            cpu: "max".into(),
+            memory: None,
+            devices: DeviceSet::Standard,
             extra_args: self.qemu_args.clone(),
         })
     }

@@ -6,8 +6,8 @@
 //! running QEMU and judging how it ended, `ktest/`/`serial.rs` for the
 //! in-kernel test protocol, `host.rs` for host tests, `bench/` for `bench`
 //! (interleaved rounds against the Linux peer, summaries, saved results),
-//! `hostile/` for the lying device and `layers.rs` for the check that the
-//! kernel imports only lower layers.
+//! `hostile/` for the lying device, `matrix.rs` for the compatibility matrix
+//! and `layers.rs` for the check that the kernel imports only lower layers.
 
 mod barrier_mutants;
 mod bench;
@@ -21,6 +21,7 @@ mod hostile;
 mod ktest;
 #[cfg(test)]
 mod layers;
+mod matrix;
 mod process;
 mod progress;
 mod qemu;
@@ -37,7 +38,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::boot::StopAt;
 use crate::exit::{Code, Failure};
-use crate::qemu::AccelChoice;
+use crate::qemu::{AccelChoice, Machine};
 
 /// Most vCPUs a boot may have: the kernel's `MAX_CPUS`
 /// (kernel/src/arch/percpu.rs).
@@ -75,6 +76,10 @@ struct Cli {
     /// Print each QEMU command line before running it.
     #[arg(short, long, global = true)]
     verbose: bool,
+    /// The machine type: q35 (PCIe, ECAM), pc (i440FX: PCI without ECAM)
+    /// or microvm (no PCI: virtio-mmio). The same devices on each.
+    #[arg(long, global = true, value_enum, default_value_t = Machine::Q35)]
+    machine: Machine,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -256,6 +261,7 @@ fn main() {
         kernel: cli.kernel,
         qemu: cli.qemu,
         qemu_args,
+        machine: cli.machine,
     });
     let code = dispatch(&ctx, cli.cmd);
     terminal::restore();

@@ -6,7 +6,8 @@
 //! so that `run`, `test`, `boot-log`, `debug` and `bench` always boot the
 //! *same* machine; a bug that only shows up under `test` must be reproducible
 //! with `run`. The one deliberate difference, memory and disk for `bench` (and
-//! no spare virtio-rng), is spelled out in [`DeviceSet`].
+//! no spare virtio-rng), is spelled out in [`DeviceSet`]. `--machine` picks
+//! the machine type ([`Machine`]): the same devices, on PCI or virtio-mmio.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -91,6 +92,45 @@ pub fn decide_accel(kvm_usable: bool, cpuinfo: &str) -> (Accel, String) {
     }
 }
 
+/// The machine type QEMU emulates (`--machine`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Machine {
+    /// QEMU's q35 (ICH9): PCI Express with ECAM (the MCFG), HPET, PM timer.
+    #[default]
+    Q35,
+    /// QEMU's default `pc` (i440FX): PCI through the configuration ports
+    /// (no MCFG).
+    Pc,
+    /// QEMU's `microvm`: no PCI, no HPET; virtio devices on virtio-mmio,
+    /// described in the ACPI DSDT. QEMU's virtio-mmio is legacy (version 1)
+    /// unless told otherwise, and vireo drives version 2 only, so the runner
+    /// passes `-global virtio-mmio.force-legacy=false`.
+    Microvm,
+}
+
+impl Machine {
+    /// The `-machine` value.
+    pub fn arg(self) -> &'static str {
+        match self {
+            Machine::Q35 => "q35",
+            Machine::Pc => "pc",
+            Machine::Microvm => "microvm",
+        }
+    }
+
+    /// Whether devices sit on PCI (else virtio-mmio).
+    pub fn has_pci(self) -> bool {
+        self != Machine::Microvm
+    }
+
+    /// A virtio device's QEMU name on this machine's bus: `kind` is `blk`,
+    /// `gpu` or `rng`.
+    fn virtio(self, kind: &str) -> String {
+        let bus = if self.has_pci() { "pci" } else { "device" };
+        format!("virtio-{kind}-{bus}")
+    }
+}
+
 /// Memory and block device of a machine, and whether it has the spare
 /// virtio-rng: the only part of the device set that differs between
 /// subcommands.
@@ -108,21 +148,55 @@ pub enum DeviceSet {
     /// the peer's flags. No host file I/O, so the numbers measure the guest
     /// driver and QEMU's virtio path, not the host's page cache.
     PeerMatched,
+    /// The compatibility matrix's "as a new user types it": the scratch
+    /// image on QEMU's default (transitional) virtio-blk and a virtio-gpu,
+    /// nothing else.
+    QemuDefaults,
 }
 
 impl DeviceSet {
     /// The `-m` value.
     fn memory(self) -> &'static str {
         match self {
-            DeviceSet::Standard => "512M",
+            DeviceSet::Standard | DeviceSet::QemuDefaults => "512M",
             DeviceSet::PeerMatched => "1G",
         }
+    }
+
+    /// The virtio devices, `-device` by `-device`, on `machine`'s bus.
+    ///
+    /// Modern-only on PCI (`disable-legacy=on`), except for
+    /// [`DeviceSet::QemuDefaults`]. On virtio-mmio the block device gets a
+    /// queue per vCPU, as QEMU gives virtio-blk-pci by default (it gives
+    /// virtio-blk-device one), so per-CPU queues share the device's one
+    /// interrupt line.
+    fn devices(self, machine: Machine, smp: u32) -> Vec<String> {
+        let blk = machine.virtio("blk");
+        let blk = match (self, machine.has_pci()) {
+            (DeviceSet::QemuDefaults, _) => format!("{blk},drive=d0"),
+            (_, true) => format!("{blk},drive=d0,disable-legacy=on"),
+            (_, false) => format!("{blk},drive=d0,num-queues={smp}"),
+        };
+        let mut devices = vec![blk, machine.virtio("gpu")];
+        // A virtio device no driver owns, for the kernel's bring-up failure
+        // tests (drivers::virtio::bringup), with MSI-X entries for two
+        // queues so one can be live when the other fails; bench keeps the
+        // peer's machine.
+        if self == DeviceSet::Standard {
+            let rng = machine.virtio("rng");
+            devices.push(if machine.has_pci() {
+                format!("{rng},disable-legacy=on,vectors=3")
+            } else {
+                rng
+            });
+        }
+        devices
     }
 
     /// The arguments creating block node `d0`, which virtio-blk attaches to.
     fn disk_args(self, image: &Path) -> [String; 2] {
         match self {
-            DeviceSet::Standard => {
+            DeviceSet::Standard | DeviceSet::QemuDefaults => {
                 ["-drive".into(), format!("file={},if=none,id=d0,format=raw", image.display())]
             }
             DeviceSet::PeerMatched => [
@@ -151,15 +225,25 @@ pub struct Qemu {
     pub disk: PathBuf,
     pub smp: u32,
     pub accel: Accel,
+    /// `--machine`.
+    pub machine: Machine,
+    /// The `-cpu` model: `max` (everything TCG can emulate) unless a
+    /// compatibility-matrix boot asks for another.
+    pub cpu: String,
+    /// `-m` instead of the device set's memory (the matrix's sizes).
+    pub memory: Option<String>,
+    /// What [`Qemu::command`] boots.
+    pub devices: DeviceSet,
     /// `--qemu-arg` / `-- ARGS`: appended last, so they can add devices or
     /// debug options (`-d int`) to every boot of the subcommand.
     pub extra_args: Vec<String>,
 }
 
 impl Qemu {
-    /// The standard device set. `extra` is appended verbatim (e.g. `-s -S`).
+    /// The machine's own device set ([`DeviceSet::Standard`] but for the
+    /// matrix). `extra` is appended verbatim (e.g. `-s -S`).
     pub fn command(&self, cmdline: &str, serial: Serial, extra: &[&str]) -> Command {
-        self.command_with(DeviceSet::Standard, cmdline, serial, extra)
+        self.command_with(self.devices, cmdline, serial, extra)
     }
 
     /// Like [`Qemu::command`], with memory and disk chosen by `set`.
@@ -182,13 +266,15 @@ impl Qemu {
             Serial::Stdio => "stdio",
             Serial::MonStdio => "mon:stdio",
         };
-        let mut a: Vec<String> = ["-nodefaults", "-machine", "q35", "-cpu", "max", "-smp"]
+        let mut a: Vec<String> = ["-nodefaults", "-machine", self.machine.arg(), "-cpu", &self.cpu]
             .iter()
             .map(|s| s.to_string())
             .collect();
+        a.push("-smp".into());
         a.push(self.smp.to_string());
+        let memory = self.memory.as_deref().unwrap_or(set.memory());
         a.extend(
-            ["-m", set.memory(), "-no-reboot", "-display", "none", "-serial", serial]
+            ["-m", memory, "-no-reboot", "-display", "none", "-serial", serial]
                 .iter()
                 .map(|s| s.to_string()),
         );
@@ -199,16 +285,11 @@ impl Qemu {
         a.push("-append".into());
         a.push(cmdline.into());
         a.extend(set.disk_args(&self.disk));
-        a.push("-device".into());
-        a.push("virtio-blk-pci,drive=d0,disable-legacy=on".into());
-        a.push("-device".into());
-        a.push("virtio-gpu-pci".into());
-        // A virtio device no driver owns, for the kernel's bring-up failure
-        // tests (drivers::virtio::bringup), with MSI-X entries for two queues
-        // so one can be live when the other fails; bench keeps the peer's
-        // machine.
-        if set == DeviceSet::Standard {
-            a.extend(["-device".into(), "virtio-rng-pci,disable-legacy=on,vectors=3".into()]);
+        if !self.machine.has_pci() {
+            a.extend(["-global".into(), "virtio-mmio.force-legacy=false".into()]);
+        }
+        for device in set.devices(self.machine, self.smp) {
+            a.extend(["-device".into(), device]);
         }
         a.push("-accel".into());
         a.push(self.accel.arg().into());
@@ -283,6 +364,10 @@ mod tests {
             disk: "target/vireo-disk.img".into(),
             smp: 4,
             accel: Accel::Tcg,
+            machine: Machine::Q35,
+            cpu: "max".into(),
+            memory: None,
+            devices: DeviceSet::Standard,
             extra_args: vec![],
         };
         let a = q.args_with(DeviceSet::Standard, "ktest ktest.skip=a::b", Serial::Stdio).join(" ");
@@ -309,6 +394,10 @@ mod tests {
             disk: "target/vireo-disk.img".into(),
             smp: 2,
             accel: Accel::Kvm,
+            machine: Machine::Q35,
+            cpu: "max".into(),
+            memory: None,
+            devices: DeviceSet::Standard,
             extra_args: vec!["-d".into(), "int".into()],
         };
         let a = q.args_with(DeviceSet::PeerMatched, "bench", Serial::Stdio).join(" ");
@@ -322,5 +411,41 @@ mod tests {
              -accel kvm -d int"
         );
         assert!(!a.contains("vireo-disk.img"));
+    }
+
+    /// The same devices on every machine, on its bus; microvm's virtio-mmio
+    /// switched to version 2.
+    #[test]
+    fn machines_put_the_devices_on_their_bus() {
+        let mut q = Qemu {
+            bin: QEMU_BIN.into(),
+            kernel: "k".into(),
+            disk: "d.img".into(),
+            smp: 2,
+            accel: Accel::Tcg,
+            machine: Machine::Microvm,
+            cpu: "max".into(),
+            memory: None,
+            devices: DeviceSet::Standard,
+            extra_args: vec![],
+        };
+        let a = q.args_with(DeviceSet::Standard, "", Serial::Stdio).join(" ");
+        assert!(a.starts_with("-nodefaults -machine microvm -cpu max"), "{a}");
+        assert!(
+            a.contains(
+                "-global virtio-mmio.force-legacy=false \
+                 -device virtio-blk-device,drive=d0,num-queues=2 -device virtio-gpu-device \
+                 -device virtio-rng-device"
+            ),
+            "{a}"
+        );
+        assert!(!a.contains("-pci"), "{a}");
+        q.machine = Machine::Pc;
+        q.memory = Some("96M".into());
+        q.cpu = "qemu64".into();
+        let a = q.args_with(DeviceSet::QemuDefaults, "", Serial::Stdio).join(" ");
+        assert!(a.starts_with("-nodefaults -machine pc -cpu qemu64 -smp 2 -m 96M"), "{a}");
+        assert!(a.contains("-device virtio-blk-pci,drive=d0 -device virtio-gpu-pci -accel"), "{a}");
+        assert!(!a.contains("force-legacy") && !a.contains("rng"), "{a}");
     }
 }

@@ -4,6 +4,7 @@ mod boot;
 pub mod boot_info;
 pub mod exceptions;
 pub mod fixup;
+pub mod fw_cfg;
 pub mod gdt;
 pub mod interrupts;
 mod long_mode;

@@ -188,7 +188,8 @@ pub fn all_tests() -> Vec<&'static KTest> {
 /// `ktest.after=`).
 #[derive(Default, Clone, Copy)]
 pub struct Selection<'a> {
-    /// Only tests whose full name contains this.
+    /// Only tests whose full name contains this, or one of these
+    /// comma-separated substrings (`mm::,pci::`).
     pub filter: Option<&'a str>,
     /// Comma-separated full names not to run.
     pub skip: Option<&'a str>,
@@ -200,7 +201,8 @@ impl Selection<'_> {
     /// Whether `full_name` passes the filter and skip list (`after` depends
     /// on the order, see `apply`).
     pub fn selects(&self, full_name: &str) -> bool {
-        let filtered = self.filter.is_none_or(|filter| full_name.contains(filter));
+        let filtered =
+            self.filter.is_none_or(|filter| filter.split(',').any(|part| full_name.contains(part)));
         let skipped =
             self.skip.is_some_and(|skip| skip.split(',').any(|skipped| skipped == full_name));
         filtered && !skipped
@@ -339,6 +341,9 @@ mod tests {
             check!(!selection.selects("mm::a"));
             check!(!selection.selects("log::x"));
             check!(Selection::default().selects("anything"));
+            let either = Selection { filter: Some("mm::,pci::"), ..Selection::default() };
+            check!(either.selects("mm::c") && either.selects("platform::pci::x"));
+            check!(!either.selects("sched::y"));
             Ok(())
         }
     );

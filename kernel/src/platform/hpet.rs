@@ -1,5 +1,5 @@
-//! The High Precision Event Timer: a fixed-rate main counter, used here as
-//! an independent clock to check the TSC calibration, and with comparators
+//! The High Precision Event Timer: a fixed-rate main counter, one of the
+//! reference clocks the TSC is calibrated against (`time`), and with comparators
 //! that can raise I/O APIC interrupts.
 //!
 //! Register layout: IA-PC HPET Specification 1.0a §2.3. All registers are
@@ -87,26 +87,9 @@ impl Hpet {
 
     /// Ticks elapsed from `earlier` to `later`, across one wrap of a
     /// 32-bit counter.
-    fn elapsed(&self, earlier: u64, later: u64) -> u64 {
+    pub fn elapsed(&self, earlier: u64, later: u64) -> u64 {
         let delta = later.wrapping_sub(earlier);
         if self.is_64bit { delta } else { delta & u64::from(u32::MAX) }
-    }
-
-    /// Counts TSC ticks over `window_ms` of HPET time: the TSC rate in Hz,
-    /// independent of the PIT calibration in `time`.
-    pub fn measure_tsc_hz(&self, window_ms: u64) -> u64 {
-        let ticks = u128::from(window_ms) * 1_000_000_000_000 / u128::from(self.period_fs);
-        x86_64::instructions::interrupts::without_interrupts(|| {
-            let (start, tsc_start) = (self.counter(), time::rdtsc());
-            let mut now = start;
-            while u128::from(self.elapsed(start, now)) < ticks {
-                core::hint::spin_loop();
-                now = self.counter();
-            }
-            let tsc = time::rdtsc() - tsc_start;
-            let fs = u128::from(self.elapsed(start, now)) * u128::from(self.period_fs);
-            (u128::from(tsc) * 1_000_000_000_000_000 / fs.max(1)) as u64
-        })
     }
 
     /// The routing capability mask of timer `n`: bit `i` means I/O APIC
@@ -197,7 +180,7 @@ mod tests {
 
     ktest!(
         fn hpet_counter_advances_at_a_sane_rate() {
-            let hpet = check_ok!(get().ok_or("no HPET"));
+            let Some(hpet) = get() else { return ktest::skip("no HPET (none in the ACPI tables)") };
             // QEMU's HPET ticks at 100 MHz; the spec allows 10 MHz and up.
             check!((1..=MAX_PERIOD_FS).contains(&hpet.period_fs()), "{} fs", hpet.period_fs());
             check!(hpet.timer_count() >= 3, "{} timers", hpet.timer_count());
@@ -207,22 +190,6 @@ mod tests {
             let elapsed = hpet.elapsed(first, hpet.counter());
             let expected = hpet.frequency_hz() / 1000;
             check!(elapsed >= expected / 2, "{} ticks in 1 ms, expected {}", elapsed, expected);
-            Ok(())
-        }
-    );
-
-    ktest!(
-        fn hpet_measured_tsc_rate_agrees_with_the_pit_calibration() {
-            let hpet = check_ok!(get().ok_or("no HPET"));
-            let measured = hpet.measure_tsc_hz(20);
-            let calibrated = time::tsc_hz();
-            // 2% on hardware; TCG's timing is noisier, so allow 10%.
-            check!(
-                measured.abs_diff(calibrated) < calibrated / 10,
-                "HPET says {} Hz, PIT said {} Hz",
-                measured,
-                calibrated
-            );
             Ok(())
         }
     );

@@ -162,6 +162,9 @@ ktest!(
     fn counters_snapshot_reads_another_cpu() {
         let total: u64 = percpu::all_cpus().map(|cpu| cpu.counters.snapshot().timer_ticks).sum();
         check!(total > 0);
+        // A job on CPU 0 switches threads there at least once, whatever ran
+        // before (a boot running only a few suites may not have switched).
+        on_cpu(0, |_| {})?;
         let stamp = Arc::new(AtomicU64::new(0));
         let out = stamp.clone();
         on_cpu((online_cpus() - 1) as u32, move |_| {

@@ -413,6 +413,10 @@ mod tests {
             disk: "target/vireo-disk.img".into(),
             smp: 2,
             accel: Accel::Tcg,
+            machine: crate::qemu::Machine::Q35,
+            cpu: "max".into(),
+            memory: None,
+            devices: DeviceSet::Standard,
             extra_args: Vec::new(),
         };
         let standard = q.args_with(DeviceSet::Standard, "", Serial::Stdio);

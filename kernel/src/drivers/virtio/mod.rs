@@ -1,6 +1,7 @@
 //! VirtIO on vireo: the kernel's [`Hal`](vireo_virtio::Hal) (DMA through
-//! the frame allocator), the modern virtio-pci transport, the one bring-up
-//! path every driver goes through, and the drivers.
+//! the frame allocator), the virtio-pci (modern and transitional devices,
+//! through the modern interface) and virtio-mmio (version 2) transports,
+//! the one bring-up path every driver goes through, and the drivers.
 //!
 //! A new driver is a directory here whose `VirtioDriver` implementation
 //! states its device id, required and optional features, configuration
@@ -12,4 +13,6 @@ pub mod blk;
 pub mod bringup;
 pub mod gpu;
 pub mod hal;
+pub mod mmio;
+pub mod notifier;
 pub mod pci;

@@ -1,5 +1,11 @@
 //! The modern virtio-pci transport (VirtIO 1.2 §4.1).
 //!
+//! Both modern (device id 0x1040 + type) and transitional (0x1000..0x103f,
+//! type in the subsystem id) functions are driven here, always through
+//! the modern capabilities (§4.1.2.1: a transitional device has them as
+//! well as its legacy I/O BAR); a transitional function without them is a
+//! legacy-only device, which vireo does not drive.
+//!
 //! The device describes its register blocks with vendor-specific PCI
 //! capabilities (§4.1.4): common configuration, notifications, ISR status
 //! and device-specific configuration, each a window into one of its BARs.
@@ -8,6 +14,7 @@
 //! checked against its window: a lying device gets an error, not a wild
 //! access.
 
+pub use super::notifier::QueueNotifier;
 use crate::mm::{PhysAddr, mmio};
 use crate::platform::pci::capability::id;
 use crate::platform::pci::config::command;
@@ -52,11 +59,42 @@ mod common {
 /// "No MSI-X vector" (§4.1.4.3).
 pub const NO_VECTOR: u16 = 0xffff;
 
+/// PCI vendor id of every virtio device (§4.1.2).
+pub const VIRTIO_VENDOR: u16 = 0x1af4;
+/// A modern device's PCI device id is this plus its virtio device type.
+const MODERN_DEVICE_ID_BASE: u16 = 0x1040;
+/// The last modern device id (§4.1.2).
+const MODERN_DEVICE_ID_LAST: u16 = 0x107f;
+/// Transitional device ids (§4.1.2.1); their type is the subsystem id.
+const TRANSITIONAL_DEVICE_IDS: core::ops::RangeInclusive<u16> = 0x1000..=0x103f;
+
+/// The virtio device type (§5) of a PCI function, `None` if it is not a
+/// virtio device: the device id minus 0x1040 for a modern one, the
+/// subsystem id for a transitional one (§4.1.2, §4.1.2.1).
+pub fn device_type(function: &Function) -> Option<u16> {
+    if function.vendor_id != VIRTIO_VENDOR {
+        return None;
+    }
+    match function.device_id {
+        id @ MODERN_DEVICE_ID_BASE..=MODERN_DEVICE_ID_LAST => Some(id - MODERN_DEVICE_ID_BASE),
+        id if TRANSITIONAL_DEVICE_IDS.contains(&id) => Some(function.subsystem.1),
+        _ => None,
+    }
+}
+
+/// Whether `function` is a transitional device (it may also be legacy-only).
+pub fn is_transitional(function: &Function) -> bool {
+    function.vendor_id == VIRTIO_VENDOR && TRANSITIONAL_DEVICE_IDS.contains(&function.device_id)
+}
+
 /// Why a function cannot be driven as a modern virtio-pci device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VirtioPciError {
-    /// Not vendor 0x1af4 with a modern (0x1040..) device id.
-    NotModernVirtio,
+    /// Not vendor 0x1af4 with a modern or transitional device id.
+    NotVirtio,
+    /// A transitional device without the modern capabilities: legacy
+    /// only (§4.1.2.1), which vireo does not drive.
+    LegacyOnly,
     /// A required capability is missing.
     MissingCapability(u8),
     /// A capability is too short or names a window outside its BAR.
@@ -147,11 +185,14 @@ impl VirtioPci {
     /// # Errors
     /// [`VirtioPciError`] when the function is not a usable modern device.
     pub fn new(function: &Function) -> Result<Self, VirtioPciError> {
-        if function.vendor_id != 0x1af4 || function.device_id < 0x1040 {
-            return Err(VirtioPciError::NotModernVirtio);
+        if device_type(function).is_none() {
+            return Err(VirtioPciError::NotVirtio);
         }
         // §4.1.4.1: use the first capability of each type the driver knows.
         let find = |wanted: u8| read_caps(function).find(|cap| cap.cfg_type == wanted);
+        if is_transitional(function) && find(cfg_type::COMMON).is_none() {
+            return Err(VirtioPciError::LegacyOnly);
+        }
         let map = |wanted: u8, min_len: u64| -> Result<Window, VirtioPciError> {
             let cap = find(wanted).ok_or(VirtioPciError::MissingCapability(wanted))?;
             map_window(function, cap, min_len)
@@ -194,7 +235,9 @@ impl VirtioPci {
         let notify_off = self.common.read::<u16>(common::QUEUE_NOTIFY_OFF);
         let offset = u64::from(notify_off) * u64::from(self.notify_multiplier);
         let pointer = self.notify.pointer::<u16>(offset)?;
-        Some(QueueNotifier { address: crate::mm::VirtAddr::from_ptr(pointer), queue })
+        // SAFETY: bounds-checked and aligned inside the mapped, uncached
+        // notify window, which is never unmapped.
+        Some(unsafe { QueueNotifier::new_u16(crate::mm::VirtAddr::from_ptr(pointer), queue) })
     }
 
     /// Routes configuration-change interrupts to MSI-X entry `entry`
@@ -210,23 +253,6 @@ impl VirtioPci {
         self.common.write::<u16>(common::QUEUE_SELECT, queue);
         self.common.write::<u16>(common::QUEUE_MSIX_VECTOR, entry);
         self.common.read::<u16>(common::QUEUE_MSIX_VECTOR) == entry
-    }
-}
-
-/// Notifies one queue (§4.1.4.4: write the queue index to its address).
-#[derive(Debug, Clone, Copy)]
-pub struct QueueNotifier {
-    address: crate::mm::VirtAddr,
-    queue: u16,
-}
-
-impl QueueNotifier {
-    /// Sends the available-buffer notification.
-    pub fn notify(&self) {
-        // SAFETY: the address was bounds-checked inside the mapped, uncached
-        // notify window when the notifier was made; the window is never
-        // unmapped.
-        unsafe { self.address.as_mut_ptr::<u16>().write_volatile(self.queue) };
     }
 }
 

@@ -1,5 +1,7 @@
 //! Platform description from the ACPI tables: CPUs and interrupt
-//! controllers (MADT), PCI ECAM windows (MCFG) and the HPET.
+//! controllers (MADT), PCI ECAM windows (MCFG), the HPET, the PM timer
+//! (FADT) and virtio-mmio devices (DSDT); on a machine without ACPI, CPUs
+//! and I/O APICs from the MP tables (`mptable`).
 //!
 //! The PVH start info gives the RSDP; the `acpi` crate walks RSDP → XSDT →
 //! tables and checks checksums; `tables` parses the bodies. The result is
@@ -7,9 +9,14 @@
 //! broken tables are logged and replaced by a minimal fallback (the boot CPU
 //! at the architectural LAPIC address), never a panic.
 
+mod aml;
+mod mptable;
 mod tables;
 
-pub use tables::{CpuInfo, HpetInfo, IoApicInfo, IsaOverride, LapicNmi, PciSegment, TableError};
+pub use aml::{Interrupt, MmioDeviceInfo};
+pub use tables::{
+    CpuInfo, HpetInfo, IoApicInfo, IsaOverride, LapicNmi, PciSegment, PmTimerInfo, TableError,
+};
 
 use crate::mm::{self, PAGE_SIZE, PhysAddr, mmio, paging};
 use crate::platform::apic::{Polarity, TriggerMode, lapic};
@@ -26,6 +33,9 @@ const DEFAULT_LAPIC_PHYS: u64 = 0xfee0_0000;
 pub enum Source {
     /// The MADT was found and parsed.
     Acpi,
+    /// No ACPI (`PlatformError` says why); the MP tables described the
+    /// processors and I/O APICs.
+    MpTables(PlatformError),
     /// No usable MADT: a single boot CPU was assumed.
     Fallback(PlatformError),
 }
@@ -64,6 +74,11 @@ pub struct PlatformInfo {
     pub pci_segments: Vec<PciSegment>,
     /// The HPET, if the firmware has one.
     pub hpet: Option<HpetInfo>,
+    /// The ACPI PM timer, if the FADT names one.
+    pub pm_timer: Option<PmTimerInfo>,
+    /// virtio-mmio windows the DSDT describes (`_HID "LNRO0005"`, as QEMU
+    /// `microvm` writes them).
+    pub virtio_mmio: Vec<MmioDeviceInfo>,
 }
 
 /// How an ISA IRQ reaches the I/O APICs.
@@ -117,6 +132,8 @@ impl PlatformInfo {
             lapic_nmis: Vec::new(),
             pci_segments: Vec::new(),
             hpet: None,
+            pm_timer: None,
+            virtio_mmio: Vec::new(),
         }
     }
 }
@@ -190,6 +207,88 @@ fn find<T: AcpiTable>(tables: &AcpiTables<KernelAcpiHandler>) -> Option<Vec<u8>>
     tables.find_table::<T>().ok().map(|mapping| table_bytes(&mapping).to_vec())
 }
 
+/// The `_HID` of a virtio-mmio device (Linux's ACPI binding, which QEMU
+/// `microvm` follows).
+const VIRTIO_MMIO_HID: &[u8] = b"LNRO0005";
+/// A DSDT longer than this is not scanned (QEMU's are a few KiB).
+const MAX_DSDT_BYTES: u32 = 1 << 20;
+
+/// `len` bytes of firmware memory at `phys`, copied (zeroes where they
+/// cannot be mapped).
+fn copy_physical(phys: u64, len: usize) -> Vec<u8> {
+    // SAFETY: firmware tables and the BIOS areas are plain memory (or
+    // device memory the handler maps uncached); reading them has no side
+    // effects, and the handler substitutes zeroes for what it cannot map.
+    let mapping = unsafe { KernelAcpiHandler.map_physical_region::<u8>(phys as usize, len) };
+    // SAFETY: the mapping covers `region_length` bytes.
+    let bytes = unsafe {
+        core::slice::from_raw_parts(mapping.virtual_start().as_ptr(), mapping.region_length())
+    };
+    bytes.to_vec()
+}
+
+/// The DSDT's AML, copied out of firmware memory.
+fn dsdt_bytes(tables: &AcpiTables<KernelAcpiHandler>) -> Option<Vec<u8>> {
+    // The crate found the DSDT through the FADT and checked its header;
+    // `address..address + length` is its AML body.
+    let dsdt = tables.dsdt().ok()?;
+    if dsdt.length == 0 || dsdt.length > MAX_DSDT_BYTES {
+        return None;
+    }
+    Some(copy_physical(dsdt.address as u64, dsdt.length as usize))
+}
+
+/// The platform from the MP tables, for a machine without ACPI (`why`).
+fn from_mp_tables(why: PlatformError) -> Option<PlatformInfo> {
+    // The BIOS data area: the EBDA's segment at 0x40e, base memory in KiB
+    // at 0x413.
+    let bda = copy_physical(0x400, 0x100);
+    let word = |at: usize| u16::from_le_bytes([bda[at], bda[at + 1]]);
+    let table_phys = mptable::search_areas(word(0x0e), word(0x13))
+        .into_iter()
+        .find_map(|(start, len)| mptable::find_pointer(&copy_physical(start, len)))?;
+    let header = copy_physical(u64::from(table_phys), 44);
+    let length = mptable::table_length(&header)?;
+    let table = copy_physical(u64::from(table_phys), length);
+    let mp = match mptable::parse(&table, lapic::cpuid_apic_id()) {
+        Ok(mp) => mp,
+        Err(error) => {
+            log::warn!("acpi: MP table at {table_phys:#x} unusable: {error:?}");
+            return None;
+        }
+    };
+    // The MP tables give no GSI bases: the I/O APICs' inputs follow each
+    // other in table order, each as many as its version register says. An
+    // id the table gives that the chip's register does not hold (qboot
+    // writes 3 for a chip that reads 0) is replaced by the register's.
+    let mut ioapics = mp.ioapics;
+    let mut next_gsi = 0;
+    for ioapic in &mut ioapics {
+        ioapic.gsi_base = next_gsi;
+        let (inputs, hardware_id) =
+            crate::platform::apic::ioapic::probe(ioapic.phys).unwrap_or((24, ioapic.id));
+        if hardware_id != ioapic.id {
+            log::info!(
+                "acpi: MP table gives I/O APIC {:#x} id {}, its register says {hardware_id}",
+                ioapic.phys.as_u64(),
+                ioapic.id
+            );
+            ioapic.id = hardware_id;
+        }
+        next_gsi += inputs;
+    }
+    let mut info = PlatformInfo::fallback(why);
+    info.source = Source::MpTables(why);
+    info.cpus = mp.cpus;
+    info.lapic_phys = PhysAddr::try_new(mp.lapic_phys).unwrap_or(PhysAddr::new(DEFAULT_LAPIC_PHYS));
+    info.ioapics = ioapics;
+    info.isa_overrides = mp.isa_overrides;
+    info.lapic_nmis = mp.lapic_nmis;
+    // The boot CPU must be among the processors, or the table is wrong.
+    info.bsp()?;
+    Some(info)
+}
+
 fn discover() -> Result<PlatformInfo, PlatformError> {
     let rsdp = crate::arch::boot_info::get().rsdp.ok_or(PlatformError::NoRsdp)?;
     // SAFETY: the PVH loader's RSDP address; the crate validates signature
@@ -218,6 +317,18 @@ fn discover() -> Result<PlatformInfo, PlatformError> {
         }
         None => None,
     };
+    let pm_timer =
+        match find::<::acpi::fadt::Fadt>(&tables).map(|t| tables::parse_fadt_pm_timer(&t)) {
+            Some(Ok(pm_timer)) => pm_timer,
+            Some(Err(error)) => {
+                log::warn!("acpi: FADT unusable: {error:?}");
+                None
+            }
+            None => None,
+        };
+    let virtio_mmio = dsdt_bytes(&tables)
+        .map(|aml| aml::find_mmio_devices(&aml, VIRTIO_MMIO_HID))
+        .unwrap_or_default();
     let mut info = PlatformInfo {
         source: Source::Acpi,
         cpus: madt.cpus,
@@ -228,6 +339,8 @@ fn discover() -> Result<PlatformInfo, PlatformError> {
         lapic_nmis: madt.lapic_nmis,
         pci_segments,
         hpet,
+        pm_timer,
+        virtio_mmio,
     };
     if info.bsp().is_none() {
         // The CPU running this code exists whatever the table says.
@@ -246,20 +359,30 @@ static PLATFORM: spin::Once<PlatformInfo> = spin::Once::new();
 /// the heap and page tables (`mm::init`).
 pub fn init() -> &'static PlatformInfo {
     PLATFORM.call_once(|| {
-        let info = discover().unwrap_or_else(|error| {
-            log::error!("acpi: {error:?}; assuming one CPU and no I/O APIC, HPET or ECAM");
-            PlatformInfo::fallback(error)
+        let info = discover().unwrap_or_else(|error| match from_mp_tables(error) {
+            Some(info) => {
+                log::warn!("acpi: {error:?}; the MP tables describe the CPUs and I/O APICs");
+                info
+            }
+            None => {
+                log::error!(
+                    "acpi: {error:?}, no MP tables; assuming one CPU and no I/O APIC, HPET or ECAM"
+                );
+                PlatformInfo::fallback(error)
+            }
         });
         log::info!(
             "acpi: {} CPUs ({} usable), LAPIC {:#x}, {} I/O APICs, {} ISA overrides, {} PCI \
-             segments, HPET {}",
+             segments, HPET {}, PM timer {}, {} virtio-mmio devices",
             info.cpus.len(),
             info.usable_cpus().count(),
             info.lapic_phys.as_u64(),
             info.ioapics.len(),
             info.isa_overrides.len(),
             info.pci_segments.len(),
-            if info.hpet.is_some() { "present" } else { "absent" }
+            if info.hpet.is_some() { "present" } else { "absent" },
+            if info.pm_timer.is_some() { "present" } else { "absent" },
+            info.virtio_mmio.len()
         );
         log::debug!("acpi: {info:?}");
         info

@@ -290,3 +290,49 @@ pub fn parse_hpet(table: &[u8]) -> Result<HpetInfo, TableError> {
         comparators: ((block_id >> 8) & 0x1f) as u8 + 1,
     })
 }
+
+/// The ACPI PM timer, from the FADT (ACPI 6.5 §4.8.3.3, §5.2.9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PmTimerInfo {
+    /// Its I/O port.
+    pub port: u16,
+    /// TMR_VAL_EXT: 32 bits wide, else 24.
+    pub is_32bit: bool,
+}
+
+// FADT fields (ACPI 6.5 Table 5.9).
+const FADT_PM_TMR_BLK: usize = 76;
+const FADT_PM_TMR_LEN: usize = 91;
+const FADT_FLAGS: usize = 112;
+const FADT_X_PM_TMR_BLK: usize = 208;
+const FADT_TMR_VAL_EXT: u32 = 1 << 8;
+const FADT_HW_REDUCED_ACPI: u32 = 1 << 20;
+/// Generic Address Structure space id of system I/O (ACPI 6.5 §5.2.3.2).
+const GAS_SYSTEM_IO: u8 = 1;
+
+/// The PM timer a whole FADT (header included) describes, if any: none on
+/// hardware-reduced platforms (QEMU `microvm`), whose FADT fields for it
+/// are to be ignored (§4.1), nor when its block is not in I/O space.
+///
+/// # Errors
+/// [`TableError::TooShort`] when the table ends before its flags.
+pub fn parse_fadt_pm_timer(table: &[u8]) -> Result<Option<PmTimerInfo>, TableError> {
+    let flags = u32_at(table, FADT_FLAGS)
+        .ok_or(TableError::TooShort { table: "FACP", len: table.len() })?;
+    if flags & FADT_HW_REDUCED_ACPI != 0 {
+        return Ok(None);
+    }
+    let is_32bit = flags & FADT_TMR_VAL_EXT != 0;
+    // The 64-bit X_PM_TMR_BLK wins when present and nonzero (§5.2.9).
+    let extended = u8_at(table, FADT_X_PM_TMR_BLK)
+        .zip(u64_at(table, FADT_X_PM_TMR_BLK + 4))
+        .filter(|&(_, address)| address != 0);
+    let port = match extended {
+        Some((GAS_SYSTEM_IO, address)) => u16::try_from(address).ok(),
+        Some(_) => None,
+        None => u32_at(table, FADT_PM_TMR_BLK)
+            .filter(|&block| block != 0 && u8_at(table, FADT_PM_TMR_LEN) == Some(4))
+            .and_then(|block| u16::try_from(block).ok()),
+    };
+    Ok(port.map(|port| PmTimerInfo { port, is_32bit }))
+}

@@ -130,6 +130,13 @@ impl IoApic {
     }
 }
 
+/// The number of inputs and the id register of the I/O APIC at `phys`
+/// (for platform descriptions without GSI bases, or with ids of their own).
+pub fn probe(phys: crate::mm::PhysAddr) -> Option<(u32, u8)> {
+    let info = acpi::IoApicInfo { id: 0, phys, gsi_base: 0 };
+    IoApic::new(&info).ok().map(|ioapic| (ioapic.entries, ioapic.hardware_id()))
+}
+
 static IOAPICS: spin::Once<Vec<IoApic>> = spin::Once::new();
 
 /// Maps every I/O APIC the MADT lists and masks all their inputs. Needs

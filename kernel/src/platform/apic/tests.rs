@@ -172,14 +172,21 @@ ktest!(
 );
 
 ktest!(
-    fn ioapic_has_24_inputs_from_gsi_0_all_masked() {
+    fn ioapic_has_24_inputs_from_gsi_0_masked_but_device_lines() {
         let controllers = ioapic::controllers();
         check!(!controllers.is_empty());
         check_eq!(controllers[0].gsi_base(), 0);
         check!(controllers[0].entry_count() >= 24, "{} entries", controllers[0].entry_count());
         check_eq!(controllers[0].hardware_id(), controllers[0].id());
         check!(matches!(controllers[0].version(), 0x11 | 0x20), "{:#x}", controllers[0].version());
-        for gsi in 0..controllers[0].entry_count() {
+        // Every input is masked but the lines of virtio-mmio devices, which
+        // their drivers unmask (on microvm without ACPI, GSIs 5..12).
+        let device_line = |gsi: u32| {
+            crate::platform::virtio_mmio::slots()
+                .iter()
+                .any(|slot| slot.interrupt.is_some_and(|irq| irq.gsi == gsi))
+        };
+        for gsi in (0..controllers[0].entry_count()).filter(|&gsi| !device_line(gsi)) {
             let entry = check_ok!(ioapic::entry(gsi).ok_or("no entry"));
             check!(entry & (1 << 16) != 0, "GSI {} unmasked: {:#x}", gsi, entry);
         }
@@ -190,7 +197,8 @@ ktest!(
 ktest!(
     fn ioapic_route_mask_unmask_roundtrip() {
         let gsi = check_ok!(ioapic::route_isa_irq(0, IOAPIC_TEST_VECTOR, lapic::id()));
-        check_eq!(gsi, 2);
+        // GSI 2 on q35 and pc (the MADT's override), 0 on microvm.
+        check_eq!(gsi, crate::platform::acpi::platform().isa_route(0).gsi);
         let entry = check_ok!(ioapic::entry(gsi).ok_or("no entry"));
         check_eq!(entry & 0xff, u64::from(IOAPIC_TEST_VECTOR));
         check_eq!(entry >> 56, u64::from(lapic::id()));
@@ -212,7 +220,7 @@ ktest!(
 
 ktest!(
     fn hpet_comparator_interrupt_arrives_through_the_ioapic() {
-        let hpet = check_ok!(hpet::get().ok_or("no HPET"));
+        let Some(hpet) = hpet::get() else { return ktest::skip("no HPET") };
         // The highest I/O APIC input timer 0 may drive (QEMU q35: 23).
         let capabilities = hpet.route_capabilities(0);
         check!(capabilities != 0);

@@ -1,10 +1,13 @@
-//! PCI Express: enumeration through ECAM, BARs, capabilities and MSI-X.
+//! PCI: enumeration, BARs, capabilities and MSI-X.
 //!
 //! The MCFG table gives each segment's ECAM window; buses are mapped (1 MiB
-//! of uncached configuration space each) as the scan reaches them. The scan
-//! follows PCI-to-PCI bridges to their secondary buses. Everything read from
-//! a device is checked before use: unknown header types are skipped, a bus
-//! number outside the window is ignored, capability lists are bounded.
+//! of uncached configuration space each) as the scan reaches them. Without
+//! an MCFG (QEMU's `pc`), segment 0 is scanned through configuration
+//! mechanism #1 if it answers, and not at all if not (QEMU's `microvm`
+//! has no PCI). The scan follows PCI-to-PCI bridges to their secondary
+//! buses. Everything read from a device is checked before use: unknown
+//! header types are skipped, a bus number outside the window is ignored,
+//! capability lists are bounded.
 
 pub mod capability;
 pub mod config;
@@ -57,6 +60,9 @@ pub struct Function {
     pub device_id: u16,
     /// Class, subclass, programming interface.
     pub class: (u8, u8, u8),
+    /// Subsystem vendor and device ID (type-0 headers; 0 for bridges),
+    /// which name a transitional virtio device's type (VirtIO 1.2 §4.1.2.1).
+    pub subsystem: (u16, u16),
     /// Its configuration space.
     pub config: ConfigSpace,
 }
@@ -154,35 +160,69 @@ const HEADER_MULTIFUNCTION: u8 = 0x80;
 const HEADER_PCI_BRIDGE: u8 = 0x01;
 const BRIDGE_SECONDARY_BUS: u16 = 0x19;
 
+/// How a scan reaches configuration space.
+#[derive(Debug, Clone, Copy)]
+enum Mechanism {
+    /// One MCFG window.
+    Ecam(crate::platform::acpi::PciSegment),
+    /// Mechanism #1: segment 0, every bus.
+    Ports,
+}
+
 struct Scanner {
-    segment: crate::platform::acpi::PciSegment,
+    mechanism: Mechanism,
     found: Vec<Function>,
     buses_seen: [bool; 256],
 }
 
 impl Scanner {
-    fn scan_bus(&mut self, bus: u8) {
-        if bus < self.segment.bus_start
-            || bus > self.segment.bus_end
-            || self.buses_seen[usize::from(bus)]
-        {
-            return;
+    fn segment(&self) -> u16 {
+        match self.mechanism {
+            Mechanism::Ecam(segment) => segment.segment,
+            Mechanism::Ports => 0,
         }
-        self.buses_seen[usize::from(bus)] = true;
-        let bus_phys = self.segment.ecam_phys + (u64::from(bus) << 20);
-        let window = match mmio::map(bus_phys, 1 << 20) {
-            Ok(window) => window,
-            Err(error) => {
-                log::error!("pci: bus {bus:#x}: cannot map configuration space: {error:?}");
-                return;
+    }
+
+    /// A function's configuration space on `bus`: through the bus's ECAM
+    /// window (mapped here) or the ports. `None` if the bus is outside the
+    /// window or cannot be mapped.
+    fn bus_config(&self, bus: u8) -> Option<impl Fn(u8, u8) -> Option<ConfigSpace> + use<>> {
+        let window = match self.mechanism {
+            Mechanism::Ecam(segment) => {
+                if bus < segment.bus_start || bus > segment.bus_end {
+                    return None;
+                }
+                let bus_phys = segment.ecam_phys + (u64::from(bus) << 20);
+                match mmio::map(bus_phys, 1 << 20) {
+                    Ok(window) => Some(window),
+                    Err(error) => {
+                        log::error!("pci: bus {bus:#x}: cannot map configuration space: {error:?}");
+                        return None;
+                    }
+                }
             }
+            Mechanism::Ports => None,
         };
-        for device in 0..DEVICES_PER_BUS {
-            for function in 0..FUNCTIONS_PER_DEVICE {
+        Some(move |device: u8, function: u8| match &window {
+            Some(window) => {
                 let offset = (u64::from(device) << 15) | (u64::from(function) << 12);
                 // SAFETY: the page lies inside the bus window just mapped
                 // uncached, which is never unmapped.
-                let config = unsafe { ConfigSpace::new(window.virt() + offset) };
+                Some(unsafe { ConfigSpace::new(window.virt() + offset) })
+            }
+            None => ConfigSpace::ports(bus, device, function),
+        })
+    }
+
+    fn scan_bus(&mut self, bus: u8) {
+        if self.buses_seen[usize::from(bus)] {
+            return;
+        }
+        self.buses_seen[usize::from(bus)] = true;
+        let Some(config_of) = self.bus_config(bus) else { return };
+        for device in 0..DEVICES_PER_BUS {
+            for function in 0..FUNCTIONS_PER_DEVICE {
+                let Some(config) = config_of(device, function) else { break };
                 let vendor_id = config.read_u16(reg::VENDOR_ID).unwrap_or(0xffff);
                 if vendor_id == 0xffff {
                     if function == 0 {
@@ -191,8 +231,16 @@ impl Scanner {
                     continue;
                 }
                 let header = config.read_u8(reg::HEADER_TYPE).unwrap_or(0);
+                let subsystem = if header & HEADER_TYPE_MASK == 0 {
+                    (
+                        config.read_u16(reg::SUBSYSTEM_VENDOR_ID).unwrap_or(0),
+                        config.read_u16(reg::SUBSYSTEM_ID).unwrap_or(0),
+                    )
+                } else {
+                    (0, 0)
+                };
                 self.found.push(Function {
-                    address: Address { segment: self.segment.segment, bus, device, function },
+                    address: Address { segment: self.segment(), bus, device, function },
                     vendor_id,
                     device_id: config.read_u16(reg::DEVICE_ID).unwrap_or(0xffff),
                     class: (
@@ -200,6 +248,7 @@ impl Scanner {
                         config.read_u8(reg::PROG_IF + 1).unwrap_or(0),
                         config.read_u8(reg::PROG_IF).unwrap_or(0),
                     ),
+                    subsystem,
                     config,
                 });
                 if header & HEADER_TYPE_MASK == HEADER_PCI_BRIDGE
@@ -215,13 +264,45 @@ impl Scanner {
     }
 }
 
-/// Scans every ECAM segment once; later calls return the same list.
+/// How configuration space was reached, for the log and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Through the MCFG's ECAM windows.
+    Ecam,
+    /// Through configuration mechanism #1 (no MCFG).
+    Ports,
+    /// Neither: no MCFG and nothing answers at port 0xCF8.
+    None,
+}
+
+static ACCESS: spin::Once<Access> = spin::Once::new();
+
+/// Scans every ECAM segment once, or segment 0 through the ports without
+/// an MCFG; later calls return the same list.
 pub fn init() -> &'static [Function] {
     FUNCTIONS.call_once(|| {
+        let segments = &crate::platform::acpi::platform().pci_segments;
+        let mechanisms: Vec<Mechanism> = if !segments.is_empty() {
+            segments.iter().copied().map(Mechanism::Ecam).collect()
+        } else if config::has_port_mechanism() {
+            alloc::vec![Mechanism::Ports]
+        } else {
+            Vec::new()
+        };
+        let access = match mechanisms.first() {
+            Some(Mechanism::Ecam(_)) => Access::Ecam,
+            Some(Mechanism::Ports) => Access::Ports,
+            None => Access::None,
+        };
+        ACCESS.call_once(|| access);
         let mut found = Vec::new();
-        for &segment in &crate::platform::acpi::platform().pci_segments {
-            let mut scanner = Scanner { segment, found: Vec::new(), buses_seen: [false; 256] };
-            scanner.scan_bus(segment.bus_start);
+        for mechanism in mechanisms {
+            let first_bus = match mechanism {
+                Mechanism::Ecam(segment) => segment.bus_start,
+                Mechanism::Ports => 0,
+            };
+            let mut scanner = Scanner { mechanism, found: Vec::new(), buses_seen: [false; 256] };
+            scanner.scan_bus(first_bus);
             found.append(&mut scanner.found);
         }
         for function in &found {
@@ -235,19 +316,28 @@ pub fn init() -> &'static [Function] {
                 function.class.2
             );
         }
-        log::info!("pci: {} functions", found.len());
+        match access {
+            Access::Ecam => log::info!("pci: {} functions (ECAM)", found.len()),
+            Access::Ports => {
+                log::info!(
+                    "pci: {} functions (no MCFG: configuration ports 0xCF8/0xCFC)",
+                    found.len()
+                )
+            }
+            Access::None => log::info!("pci: none (no MCFG, and nothing answers at port 0xCF8)"),
+        }
         found
     })
+}
+
+/// How [`init`] reached configuration space (`None` before it ran).
+pub fn access() -> Option<Access> {
+    ACCESS.get().copied()
 }
 
 /// The functions found by `init` (empty before it).
 pub fn functions() -> &'static [Function] {
     FUNCTIONS.get().map_or(&[], Vec::as_slice)
-}
-
-/// Functions with the given vendor and device ID.
-pub fn find(vendor_id: u16, device_id: u16) -> impl Iterator<Item = &'static Function> {
-    functions().iter().filter(move |f| f.vendor_id == vendor_id && f.device_id == device_id)
 }
 
 mod tests;

@@ -107,6 +107,18 @@ impl MsiX {
         capability_and_size(function).map(|(_, size)| size)
     }
 
+    /// Whether MSI-X is enabled on `function`, read from its capability
+    /// alone: unlike [`MsiX::new`], which masks every entry, this changes
+    /// nothing.
+    pub fn is_enabled_on(function: &Function) -> bool {
+        capability_and_size(function).is_ok_and(|(capability, _)| {
+            function
+                .config
+                .read_u16(capability.offset + MESSAGE_CONTROL)
+                .is_ok_and(|control| control & CONTROL_ENABLE != 0)
+        })
+    }
+
     fn entry_word(&self, entry: u16, word: u64) -> *mut u32 {
         (self.table.virt() + u64::from(entry) * ENTRY_BYTES + word * 4).as_mut_ptr()
     }

@@ -79,13 +79,14 @@ impl VirtioDriver for BlkDriver {
     type Buffers = Box<Request>;
 
     /// One queue per CPU, as far as the device, MSI-X and queue count go,
-    /// each interrupting the CPU it serves.
+    /// each interrupting the CPU it serves (on a shared line, all of them
+    /// interrupt the first queue's CPU).
     fn queues(config: &BlkConfig, _: Features, limits: &QueueLimits) -> Vec<QueueSpec> {
         let cpus = u16::try_from(limits.online_cpus).unwrap_or(u16::MAX);
         let count = cpus
             .min(config.device_queues)
             .min(limits.device_queues)
-            .min(limits.msix_queue_vectors)
+            .min(limits.interrupting_queues())
             .max(1);
         (0..count)
             .map(|index| QueueSpec {
@@ -194,6 +195,9 @@ pub struct BlkDevice {
     block_bytes: u32,
     is_read_only: bool,
     has_flush: bool,
+    /// Every queue interrupts on the same vector (one shared line): an
+    /// interrupt may be for any of them.
+    is_vector_shared: bool,
     /// `VIRTIO_F_RING_RESET` was negotiated: [`BlkDevice::reset_queue`].
     has_queue_reset: bool,
     failed: AtomicBool,
@@ -244,6 +248,8 @@ impl BlkDevice {
             return Err(device.fail(rings, BringUpError::Driver("no memory for requests")));
         };
         FIRST_VECTOR.store(first_vector, Ordering::Release);
+        let is_vector_shared =
+            queues.len() > 1 && queues.iter().all(|queue| queue.vector == Some(first_vector));
         let queues = queues
             .into_iter()
             .zip(pools)
@@ -265,6 +271,7 @@ impl BlkDevice {
             block_bytes: config.block_bytes,
             is_read_only: has(feature::RO),
             has_flush: has(feature::FLUSH),
+            is_vector_shared,
             has_queue_reset: features.contains(Features::RING_RESET),
             failed: AtomicBool::new(false),
             virtio: device,
@@ -507,7 +514,14 @@ impl Pending {
 fn on_completion_interrupt(frame: &mut InterruptFrame) {
     let first = FIRST_VECTOR.load(Ordering::Acquire);
     if let Some(device) = device() {
-        device.complete(usize::from((frame.vector as u8).wrapping_sub(first)));
+        if device.is_vector_shared {
+            // §4.2.3.3: one notification for every active queue.
+            for index in 0..device.queues.len() {
+                device.complete(index);
+            }
+        } else {
+            device.complete(usize::from((frame.vector as u8).wrapping_sub(first)));
+        }
     }
     crate::platform::apic::lapic::eoi();
 }

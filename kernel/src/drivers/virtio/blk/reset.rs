@@ -17,7 +17,8 @@
 //! quiet queue; reclaim then returns only requests the device never took.
 
 use super::{BlkDevice, BlkError, BlkQueue};
-use crate::drivers::virtio::pci::VirtioPci;
+use crate::drivers::virtio::bringup::{BringUpTransport, KernelTransport};
+use crate::drivers::virtio::pci::NO_VECTOR;
 use crate::platform::time::uptime_us;
 use alloc::vec::Vec;
 
@@ -92,13 +93,17 @@ impl BlkDevice {
     }
 
     /// Re-enables a reclaimed queue: the MSI-X vector first (QEMU's queue
-    /// reset cleared it), then the zeroed rings.
+    /// reset cleared it; a queue on a shared line has none), then the
+    /// zeroed rings.
     pub(super) fn restart_locked(
         &self,
         state: &mut BlkQueue,
-        transport: &mut VirtioPci,
+        transport: &mut KernelTransport,
     ) -> Result<(), BlkError> {
-        if !transport.set_queue_msix_vector(state.queue.queue_index(), state.msix_entry) {
+        let index = state.queue.queue_index();
+        if state.msix_entry != NO_VECTOR
+            && !transport.set_queue_msix_vector(index, state.msix_entry)
+        {
             return Err(BlkError::DeviceFailed);
         }
         state.queue.restart(transport).map_err(|_| BlkError::DeviceFailed)

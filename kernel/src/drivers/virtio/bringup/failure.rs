@@ -13,11 +13,10 @@
 //!   vectors stay installed so that a late message still gets its EOI.
 //!   Leaking is safe; memory the device writes after it was freed is not.
 //!
-//! Either way MSI-X is switched off first, so no message is routed to a
-//! vector that is being released.
+//! Either way MSI-X is switched off (or the shared line masked) first, so
+//! no interrupt is routed to a vector that is being released.
 
-use super::{BringUpError, PciTransport, VirtioDevice};
-use crate::arch::interrupts;
+use super::{BringUpError, BringUpTransport, VirtioDevice, interrupts};
 use crate::drivers::virtio::hal::KernelHal;
 use alloc::vec::Vec;
 use core::fmt;
@@ -67,12 +66,13 @@ impl fmt::Display for Failed {
     }
 }
 
-impl<T: PciTransport> VirtioDevice<T> {
+impl<T: BringUpTransport> VirtioDevice<T> {
     /// Gives the device up: sets FAILED (§2.1.2: the driver has given up on
     /// the device; §3.1.1: it SHOULD set it when a step goes irrecoverably
-    /// wrong), switches MSI-X off and resets the device, then frees `queues`
-    /// only if the reset completed (see the module description). `queues`
-    /// must be every queue created on this device, the driver's included.
+    /// wrong), switches MSI-X off or masks its line, resets the device,
+    /// then frees `queues` only if the reset completed (see the module
+    /// description). `queues` must be every queue created on this device,
+    /// the driver's included.
     pub fn fail<B>(mut self, queues: Vec<SplitQueue<KernelHal, B>>, error: BringUpError) -> Failed {
         let status = self.transport.get_mut().status();
         self.transport.get_mut().set_status(status | DeviceStatus::FAILED);
@@ -83,6 +83,9 @@ impl<T: PciTransport> VirtioDevice<T> {
             // Best effort: a function whose configuration space cannot be
             // written is masked entry by entry above.
             let _ = msix.disable();
+        }
+        if let Some(line) = &self.line {
+            line.mask();
         }
         let teardown = match self.transport.get_mut().reset() {
             Ok(proof) => {
@@ -95,8 +98,11 @@ impl<T: PciTransport> VirtioDevice<T> {
                 }
                 if let Some(run) = self.vectors.take() {
                     for vector in run.first..run.first + run.count {
-                        interrupts::unregister_irq(vector);
+                        crate::arch::interrupts::unregister_irq(vector);
                     }
+                }
+                if let Some(line) = self.line.take() {
+                    interrupts::release_line_vector(line.vector);
                 }
                 Teardown::Reset
             }

@@ -5,7 +5,10 @@
 //! configuration structure and its queues. [`bring_up`] then runs the
 //! device initialisation of VirtIO 1.2 §3.1.1 for it:
 //!
-//! 1. map the modern virtio-pci transport of the function (§4.1.4);
+//! 1. find the device (`discovery`: a PCI function of the driver's type,
+//!    modern or transitional, then a virtio-mmio window) and map its
+//!    transport: modern virtio-pci (§4.1.4) or virtio-mmio version 2
+//!    (§4.2.2);
 //! 2. reset, ACKNOWLEDGE, DRIVER, negotiate, FEATURES_OK (steps 1–6); a
 //!    required feature the device does not offer is
 //!    [`BringUpError::MissingFeatures`];
@@ -14,7 +17,9 @@
 //!    (§4.1.3.1);
 //! 4. create the queues the driver plans from that configuration, each with
 //!    its MSI-X vector routed to the CPU the driver chose (§4.1.5.1.2,
-//!    §4.1.5.1.3), or polled with interrupts suppressed (step 7);
+//!    §4.1.5.1.3) or, on a transport with one interrupt line, all of them
+//!    on the line's vector (`interrupts`), or polled with interrupts
+//!    suppressed (step 7);
 //! 5. DRIVER_OK (step 8).
 //!
 //! Once the device has been touched, every failure — in these steps or in
@@ -25,28 +30,25 @@
 //! negotiation, queue creation and reset is in this module.
 
 mod config;
+mod discovery;
 mod failure;
+mod interrupts;
 mod transport;
 
 use super::hal::KernelHal;
-use super::pci::{NO_VECTOR, QueueNotifier, VirtioPci};
-use crate::arch::interrupts::{self, IrqError, IrqHandler};
-use crate::arch::percpu;
-use crate::platform::pci::Function;
+use super::pci::{NO_VECTOR, QueueNotifier};
+use crate::arch::interrupts::{IrqError, IrqHandler};
+use crate::platform::apic::ioapic::IoApicError;
 use crate::platform::pci::msix::{MsiX, MsixError};
 use crate::sync::{SpinLock, SpinLockGuard};
 use alloc::vec::Vec;
-use core::sync::atomic::Ordering;
+use interrupts::{Line, Msix, VectorRun};
 use vireo_virtio::{DeviceStatus, Features, QueueConfig, SplitQueue, Transport, UsedLenPolicy};
 
 pub use config::{ConfigFields, DeviceConfig};
+pub use discovery::{InterruptSource, Location, find_devices};
 pub use failure::{Failed, Teardown};
-pub use transport::PciTransport;
-
-/// PCI vendor id of every virtio device (§4.1.2).
-const VIRTIO_VENDOR: u16 = 0x1af4;
-/// A modern device's PCI device id is this plus its virtio device id (§4.1.2).
-const MODERN_DEVICE_ID_BASE: u16 = 0x1040;
+pub use transport::{BringUpTransport, KernelTransport, TransportError};
 
 /// What a driver tells bring-up about its device.
 pub trait VirtioDriver {
@@ -60,7 +62,9 @@ pub trait VirtioDriver {
     /// Features the driver uses when the device offers them.
     const OPTIONAL: Features;
     /// Installed on the vectors of the queues that interrupt (all of this
-    /// device's queues share it; it tells them apart by vector).
+    /// device's queues share it; it tells them apart by vector, and on a
+    /// shared line, where they all have the same vector, must look at
+    /// every queue). It sends the EOI.
     const ON_INTERRUPT: Option<IrqHandler> = None;
     /// The device configuration the driver needs.
     type Config: DeviceConfig;
@@ -75,13 +79,25 @@ pub trait VirtioDriver {
 /// What the device and the machine allow a driver's queue plan.
 #[derive(Debug, Clone, Copy)]
 pub struct QueueLimits {
-    /// Queues the device has (`num_queues`, §4.1.4.3).
+    /// Queues the device has (`num_queues`, §4.1.4.3; counted on
+    /// virtio-mmio, which has no such register).
     pub device_queues: u16,
     /// MSI-X entries for queues (entry 0 stays with configuration changes);
     /// 0 without MSI-X.
     pub msix_queue_vectors: u16,
+    /// Whether the device interrupts on one shared line (virtio-mmio): any
+    /// number of queues may interrupt, all on the line's vector.
+    pub shared_line: bool,
     /// CPUs online (ids `0..online_cpus`).
     pub online_cpus: u32,
+}
+
+impl QueueLimits {
+    /// How many queues may interrupt: one per MSI-X entry, or any number on
+    /// a shared line.
+    pub fn interrupting_queues(&self) -> u16 {
+        if self.shared_line { u16::MAX } else { self.msix_queue_vectors }
+    }
 }
 
 /// One queue a driver wants.
@@ -105,7 +121,9 @@ pub struct QueueSpec {
 pub enum QueueInterrupt {
     /// The driver polls; the device is asked not to interrupt (§2.7.7).
     Polled,
-    /// An MSI-X message to this CPU, on a vector of the queue's own.
+    /// An MSI-X message to this CPU, on a vector of the queue's own; on a
+    /// shared line, the line's vector, on the CPU the first interrupting
+    /// queue names.
     OnCpu(u32),
 }
 
@@ -115,7 +133,8 @@ pub struct Queue<B> {
     pub ring: SplitQueue<KernelHal, B>,
     /// Kicks this queue without the transport.
     pub notifier: QueueNotifier,
-    /// The vector its interrupts arrive on (`None` when polled).
+    /// The vector its interrupts arrive on (`None` when polled); the same
+    /// for every queue on a shared line.
     pub vector: Option<u8>,
     /// The MSI-X table entry the queue was given (`None` when polled): a
     /// queue reset forgets it (§4.1.4.3.2), so a restart programs it again.
@@ -125,10 +144,10 @@ pub struct Queue<B> {
 /// Why bring-up failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BringUpError {
-    /// No PCI function with the driver's device id.
+    /// No device of the driver's type, on PCI or virtio-mmio.
     NotFound,
-    /// The function is not a usable modern virtio-pci device.
-    Transport(super::pci::VirtioPciError),
+    /// The device has no usable transport (a legacy-only device among them).
+    Transport(TransportError),
     /// The device refused negotiation (no `VERSION_1`, `FEATURES_OK` not
     /// kept, or the first reset never completed).
     Negotiation(vireo_virtio::Error),
@@ -142,6 +161,11 @@ pub enum BringUpError {
     BadConfig(&'static str),
     /// A queue needs an interrupt but the driver gave no handler.
     NoInterruptHandler,
+    /// A queue needs an interrupt but the device has no known way to send
+    /// one (a virtio-mmio window whose interrupt nobody described).
+    NoInterruptSource,
+    /// Routing or unmasking the device's I/O APIC line failed.
+    Line(IoApicError),
     /// No run of free interrupt vectors for the queues.
     Vectors(IrqError),
     /// A queue's interrupt was to go to a CPU that is not online.
@@ -170,27 +194,23 @@ pub enum BringUpError {
 }
 
 /// A device bring-up has touched. It owns the transport, the MSI-X table
-/// and the queues' interrupt vectors for as long as the driver runs the
-/// device; give it back through [`VirtioDevice::fail`] if the driver
-/// cannot.
-pub struct VirtioDevice<T: PciTransport = VirtioPci> {
+/// or interrupt line, and the queues' interrupt vectors for as long as the
+/// driver runs the device; give it back through [`VirtioDevice::fail`] if
+/// the driver cannot.
+pub struct VirtioDevice<T: BringUpTransport = KernelTransport> {
     name: &'static str,
     /// Locked only for diagnostics once the device runs: its queues kick
     /// through their own notifiers.
     transport: SpinLock<T>,
     msix: Option<MsiX>,
+    /// MSI-X vectors.
     vectors: Option<VectorRun>,
-}
-
-/// Consecutive interrupt vectors allocated for one device's queues.
-#[derive(Debug, Clone, Copy)]
-struct VectorRun {
-    first: u8,
-    count: u8,
+    /// The shared line and its vector.
+    line: Option<Line>,
 }
 
 /// A device that reached DRIVER_OK, with what the driver needs to run it.
-pub struct Running<D: VirtioDriver, T: PciTransport = VirtioPci> {
+pub struct Running<D: VirtioDriver, T: BringUpTransport = KernelTransport> {
     /// Keep it for the device's lifetime.
     pub device: VirtioDevice<T>,
     /// The negotiated features (`VERSION_1` and a subset of the driver's).
@@ -201,38 +221,28 @@ pub struct Running<D: VirtioDriver, T: PciTransport = VirtioPci> {
     pub queues: Vec<Queue<D::Buffers>>,
 }
 
-/// The PCI functions that are modern virtio devices of `D`'s type.
-pub fn find_functions<D: VirtioDriver>() -> impl Iterator<Item = &'static Function> {
-    crate::platform::pci::find(VIRTIO_VENDOR, MODERN_DEVICE_ID_BASE + D::DEVICE_ID)
-}
-
-/// Brings up the first device of `D`'s type.
+/// Brings up the first device of `D`'s type whose transport opens (PCI
+/// first, then virtio-mmio).
 ///
 /// # Errors
-/// [`BringUpError::NotFound`] without one, else as [`bring_up`].
+/// [`BringUpError::NotFound`] without one, the last device's
+/// [`BringUpError::Transport`] if none opened, else as [`bring_up_with`].
 pub fn probe<D: VirtioDriver>() -> Result<Running<D>, Failed> {
-    let function = find_functions::<D>().next().ok_or(Failed::untouched(BringUpError::NotFound))?;
-    bring_up::<D>(function)
+    match discovery::open_first::<D>() {
+        Ok(Some((location, transport))) => bring_up_with::<D, _>(location, transport),
+        Ok(None) => Err(Failed::untouched(BringUpError::NotFound)),
+        Err(error) => Err(Failed::untouched(BringUpError::Transport(error))),
+    }
 }
 
-/// Brings up `function` for `D` through its virtio-pci transport.
+/// Brings up the device at `location` over `transport` (its own, or one
+/// the tests wrap to make the device misbehave).
 ///
 /// # Errors
 /// [`Failed`] with the cause; when the device was touched, it has been
 /// given up as [`VirtioDevice::fail`] describes.
-pub fn bring_up<D: VirtioDriver>(function: &Function) -> Result<Running<D>, Failed> {
-    let transport = VirtioPci::new(function)
-        .map_err(|error| Failed::untouched(BringUpError::Transport(error)))?;
-    bring_up_with::<D, _>(function, transport)
-}
-
-/// [`bring_up`] over a given transport of `function` (tests wrap the real
-/// one to make the device misbehave).
-///
-/// # Errors
-/// As [`bring_up`].
-pub fn bring_up_with<D: VirtioDriver, T: PciTransport>(
-    function: &Function,
+pub fn bring_up_with<D: VirtioDriver, T: BringUpTransport>(
+    location: Location,
     transport: T,
 ) -> Result<Running<D, T>, Failed> {
     let mut device = VirtioDevice {
@@ -240,15 +250,22 @@ pub fn bring_up_with<D: VirtioDriver, T: PciTransport>(
         transport: SpinLock::new(transport),
         msix: None,
         vectors: None,
+        line: None,
     };
     let mut queues = Vec::new();
-    match device.set_up::<D>(function, &mut queues) {
+    match device.set_up::<D>(location.interrupts(), &mut queues) {
         Ok((features, config)) => Ok(Running { device, features, config, queues }),
         Err(error) => Err(device.fail(queues.into_iter().map(|queue| queue.ring).collect(), error)),
     }
 }
 
-impl<T: PciTransport> VirtioDevice<T> {
+/// How a device's interrupting queues are being routed.
+enum Routing<'a> {
+    Msix(Msix<'a>),
+    Line { line: Line, destination: Option<u32> },
+}
+
+impl<T: BringUpTransport> VirtioDevice<T> {
     /// The transport, for diagnostics of a running device.
     pub fn transport(&self) -> SpinLockGuard<'_, T> {
         self.transport.lock()
@@ -258,47 +275,71 @@ impl<T: PciTransport> VirtioDevice<T> {
     /// to `queues` at once, so a failure can account for it.
     fn set_up<D: VirtioDriver>(
         &mut self,
-        function: &Function,
+        source: InterruptSource,
         queues: &mut Vec<Queue<D::Buffers>>,
     ) -> Result<(Features, D::Config), BringUpError> {
-        let features =
-            vireo_virtio::negotiate_features(self.transport.get_mut(), D::REQUIRED | D::OPTIONAL)
-                .map_err(BringUpError::Negotiation)?;
+        // Split borrows: the routing holds the MSI-X table while the queues
+        // are programmed through the transport.
+        let VirtioDevice { transport, msix, vectors, line, .. } = self;
+        let transport = transport.get_mut();
+        let features = vireo_virtio::negotiate_features(transport, D::REQUIRED | D::OPTIONAL)
+            .map_err(BringUpError::Negotiation)?;
         let missing = D::REQUIRED.difference(features);
         if !missing.is_empty() {
             return Err(BringUpError::MissingFeatures(missing));
         }
-        let config = config::read::<D::Config>(self.transport.get_mut(), features)?;
+        let config = config::read::<D::Config>(transport, features)?;
         let limits = QueueLimits {
-            device_queues: self.transport.get_mut().num_queues(),
-            msix_queue_vectors: MsiX::table_size_of(function).map_or(0, |size| size - 1),
+            device_queues: transport.num_queues(),
+            msix_queue_vectors: match source {
+                InterruptSource::Msix(function) => {
+                    MsiX::table_size_of(function).map_or(0, |size| size - 1)
+                }
+                _ => 0,
+            },
+            shared_line: matches!(source, InterruptSource::Line { .. }),
             online_cpus: crate::smp::online_cpus() as u32,
         };
         let plan = D::queues(&config, features, &limits);
         let interrupting =
             plan.iter().filter(|spec| spec.interrupt != QueueInterrupt::Polled).count();
-        let routing = match interrupting {
-            0 => None,
-            count => {
-                let run = self.allocate_vectors(count, D::ON_INTERRUPT)?;
-                // Mapped only when needed: polled devices never pay for it.
-                let msix = MsiX::new(function).map_err(BringUpError::Msix)?;
-                Some(Routing { msix: self.msix.insert(msix), run })
-            }
+        let mut routing = match (interrupting, D::ON_INTERRUPT) {
+            (0, _) => None,
+            (_, None) => return Err(BringUpError::NoInterruptHandler),
+            (count, Some(handler)) => Some(match source {
+                InterruptSource::Msix(function) => {
+                    let run = allocate_vectors(transport, vectors, count, handler)?;
+                    // Mapped only when needed: polled devices never pay for it.
+                    let table = MsiX::new(function).map_err(BringUpError::Msix)?;
+                    Routing::Msix(Msix { table: msix.insert(table), run })
+                }
+                InterruptSource::Line { gsi, trigger, polarity } => {
+                    let ack = transport.interrupt_ack().ok_or(BringUpError::NoInterruptSource)?;
+                    let vector = interrupts::claim_line_vector(ack, handler)
+                        .map_err(BringUpError::Vectors)?;
+                    let claimed = *line.insert(Line { gsi, vector, trigger, polarity });
+                    Routing::Line { line: claimed, destination: None }
+                }
+                InterruptSource::None => return Err(BringUpError::NoInterruptSource),
+            }),
         };
         let mut next_entry = 0u8;
         for spec in &plan {
-            let vector = match (spec.interrupt, &routing) {
-                (QueueInterrupt::OnCpu(cpu), Some(routing)) => {
+            let vector = match (spec.interrupt, &mut routing) {
+                (QueueInterrupt::OnCpu(cpu), Some(Routing::Msix(msix))) => {
                     next_entry += 1;
-                    let transport = self.transport.get_mut();
-                    Some(routing.route_queue(transport, spec.index, next_entry, cpu)?)
+                    Some(msix.route_queue(transport, spec.index, next_entry, cpu)?)
+                }
+                (QueueInterrupt::OnCpu(cpu), Some(Routing::Line { line, destination })) => {
+                    if destination.is_none() {
+                        line.route_to(cpu)?;
+                        *destination = Some(cpu);
+                    }
+                    Some(line.vector)
                 }
                 _ => None,
             };
-            let notifier = self
-                .transport
-                .get_mut()
+            let notifier = transport
                 .queue_notifier(spec.index)
                 .ok_or(BringUpError::BadNotifyOffset(spec.index))?;
             let ring_config = QueueConfig {
@@ -308,70 +349,44 @@ impl<T: PciTransport> VirtioDevice<T> {
                 indirect_max: spec.indirect_max,
                 used_len: spec.used_len,
             };
-            let mut ring = SplitQueue::new(&KernelHal, self.transport.get_mut(), ring_config)
+            let mut ring = SplitQueue::new(&KernelHal, transport, ring_config)
                 .map_err(|error| BringUpError::Queue { index: spec.index, error })?;
             let quiet = if vector.is_none() { ring.disable_interrupts() } else { Ok(()) };
-            let msix_entry = vector.map(|_| u16::from(next_entry));
+            let msix_entry = match routing {
+                Some(Routing::Msix(_)) if vector.is_some() => Some(u16::from(next_entry)),
+                _ => None,
+            };
             queues.push(Queue { ring, notifier, vector, msix_entry });
             quiet.map_err(|error| BringUpError::Queue { index: spec.index, error })?;
         }
-        if let Some(routing) = routing {
-            routing.msix.enable().map_err(BringUpError::Msix)?;
+        match routing {
+            Some(Routing::Msix(msix)) => msix.table.enable().map_err(BringUpError::Msix)?,
+            Some(Routing::Line { line, .. }) => line.enable()?,
+            None => {}
         }
-        let status = self.transport.get_mut().status();
-        self.transport.get_mut().set_status(status | DeviceStatus::DRIVER_OK);
+        let status = transport.status();
+        transport.set_status(status | DeviceStatus::DRIVER_OK);
         Ok((features, config))
     }
-
-    /// Installs `handler` on `count` consecutive free vectors and keeps
-    /// configuration changes silent (the drivers do not use them).
-    fn allocate_vectors(
-        &mut self,
-        count: usize,
-        handler: Option<IrqHandler>,
-    ) -> Result<VectorRun, BringUpError> {
-        let handler = handler.ok_or(BringUpError::NoInterruptHandler)?;
-        let count =
-            u8::try_from(count).map_err(|_| BringUpError::Vectors(IrqError::NoFreeVectors))?;
-        let first =
-            interrupts::allocate_irq_vectors(count, handler).map_err(BringUpError::Vectors)?;
-        let run = VectorRun { first, count };
-        self.vectors = Some(run);
-        if !self.transport.get_mut().set_config_msix_vector(NO_VECTOR) {
-            return Err(BringUpError::VectorRefused { queue: None });
-        }
-        Ok(run)
-    }
 }
 
-/// A device's MSI-X table and the vectors its queues interrupt on.
-struct Routing<'a> {
-    msix: &'a MsiX,
-    run: VectorRun,
-}
-
-impl Routing<'_> {
-    /// Routes MSI-X entry `entry` (the `entry`-th interrupting queue) to
-    /// `cpu` and gives it to queue `index`; returns the entry's vector.
-    fn route_queue(
-        &self,
-        transport: &mut impl PciTransport,
-        index: u16,
-        entry: u8,
-        cpu: u32,
-    ) -> Result<u8, BringUpError> {
-        let apic_id = percpu::cpu(cpu as usize)
-            .filter(|_| (cpu as usize) < crate::smp::online_cpus())
-            .ok_or(BringUpError::NoSuchCpu(cpu))?
-            .apic_id
-            .load(Ordering::Relaxed);
-        let vector = self.run.first + (entry - 1);
-        self.msix.route(u16::from(entry), vector, apic_id).map_err(BringUpError::Msix)?;
-        if !transport.set_queue_msix_vector(index, u16::from(entry)) {
-            return Err(BringUpError::VectorRefused { queue: Some(index) });
-        }
-        Ok(vector)
+/// Installs `handler` on `count` consecutive free vectors (recorded in
+/// `vectors`, for the failure path) and keeps configuration changes silent
+/// (the drivers do not use them).
+fn allocate_vectors(
+    transport: &mut impl BringUpTransport,
+    vectors: &mut Option<VectorRun>,
+    count: usize,
+    handler: IrqHandler,
+) -> Result<VectorRun, BringUpError> {
+    let count = u8::try_from(count).map_err(|_| BringUpError::Vectors(IrqError::NoFreeVectors))?;
+    let first = crate::arch::interrupts::allocate_irq_vectors(count, handler)
+        .map_err(BringUpError::Vectors)?;
+    let run = *vectors.insert(VectorRun { first, count });
+    if !transport.set_config_msix_vector(NO_VECTOR) {
+        return Err(BringUpError::VectorRefused { queue: None });
     }
+    Ok(run)
 }
 
 mod tests;

@@ -1,0 +1,171 @@
+//! The kernel's side of virtio-mmio: each window the platform lists
+//! (`platform::virtio_mmio`) mapped uncached once, probed, and handed out
+//! as a [`RegisterWindow`]; the queue notifiers and the interrupt
+//! acknowledgement a running device needs without its transport.
+
+use super::{MmioError, RegisterWindow, VirtioMmio, reg};
+use crate::drivers::virtio::notifier::QueueNotifier;
+use crate::mm::mmio::{self, MmioRegion};
+use crate::platform::virtio_mmio::{self as slots, Slot};
+use alloc::vec::Vec;
+use vireo_virtio::InterruptStatus;
+
+/// A mapped virtio-mmio window. Accesses outside it, or misaligned, read
+/// as all ones and write nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct KernelWindow {
+    region: MmioRegion,
+}
+
+impl KernelWindow {
+    fn pointer<T>(&self, offset: usize) -> Option<*mut T> {
+        let fits = offset.is_multiple_of(size_of::<T>())
+            && offset.checked_add(size_of::<T>()).is_some_and(|end| end <= self.region.len_bytes());
+        fits.then(|| (self.region.virt() + offset as u64).as_mut_ptr())
+    }
+
+    fn read<T: Copy + Default + core::ops::Not<Output = T>>(&self, offset: usize) -> T {
+        match self.pointer::<T>(offset) {
+            // SAFETY: inside the mapped, uncached window (checked), aligned.
+            Some(pointer) => unsafe { pointer.read_volatile() },
+            None => !T::default(),
+        }
+    }
+
+    fn write<T: Copy>(&self, offset: usize, value: T) {
+        if let Some(pointer) = self.pointer::<T>(offset) {
+            // SAFETY: inside the mapped, uncached window (checked), aligned.
+            unsafe { pointer.write_volatile(value) };
+        }
+    }
+}
+
+/// Tags a virtio-mmio device id (its physical base) so that it never equals
+/// a virtio-pci one (a packed PCI address, below 2^32).
+const MMIO_DEVICE_ID_TAG: u64 = 1 << 63;
+
+// SAFETY: the region is an uncached mapping of the device's window, never
+// unmapped; `pointer` keeps every access inside it and aligned. The id is
+// the window's physical base, tagged: one device per base, and `devices`
+// maps each base once and hands out copies of that window.
+unsafe impl RegisterWindow for KernelWindow {
+    fn device_id(&self) -> vireo_virtio::DeviceId {
+        vireo_virtio::DeviceId::new(MMIO_DEVICE_ID_TAG | self.region.phys().as_u64())
+    }
+    fn len_bytes(&self) -> usize {
+        self.region.len_bytes()
+    }
+    fn read_u8(&self, offset: usize) -> u8 {
+        self.read(offset)
+    }
+    fn read_u16(&self, offset: usize) -> u16 {
+        self.read(offset)
+    }
+    fn read_u32(&self, offset: usize) -> u32 {
+        self.read(offset)
+    }
+    fn write_u8(&self, offset: usize, value: u8) {
+        self.write(offset, value);
+    }
+    fn write_u16(&self, offset: usize, value: u16) {
+        self.write(offset, value);
+    }
+    fn write_u32(&self, offset: usize, value: u32) {
+        self.write(offset, value);
+    }
+}
+
+/// The kernel's virtio-mmio transport.
+pub type KernelMmio = VirtioMmio<KernelWindow>;
+
+impl KernelMmio {
+    /// A notifier for `queue`: `QueueNotify` takes any queue's index.
+    pub fn queue_notifier(&self, queue: u16) -> QueueNotifier {
+        let address = self.window().region.virt() + reg::QUEUE_NOTIFY as u64;
+        // SAFETY: `QueueNotify` is an aligned u32 register inside the
+        // window (`new` checked it holds the control registers), which
+        // stays mapped.
+        unsafe { QueueNotifier::new_u32(address, queue) }
+    }
+
+    /// The handle a shared-line interrupt handler acknowledges with.
+    pub fn interrupt_ack(&self) -> InterruptAck {
+        InterruptAck { window: *self.window() }
+    }
+}
+
+/// Reads and acknowledges one device's interrupt causes from its handler
+/// (the line stays asserted until then, §4.2.3.3).
+#[derive(Debug, Clone, Copy)]
+pub struct InterruptAck {
+    window: KernelWindow,
+}
+
+impl InterruptAck {
+    /// The causes, now acknowledged.
+    pub fn acknowledge(&self) -> InterruptStatus {
+        super::acknowledge_interrupt(&self.window)
+    }
+}
+
+/// A window that holds a version-2 virtio device.
+#[derive(Debug, Clone, Copy)]
+pub struct MmioDevice {
+    /// Where the platform said it is.
+    pub slot: Slot,
+    /// The virtio device type it reported (§5).
+    pub device_type: u32,
+    window: KernelWindow,
+}
+
+impl MmioDevice {
+    /// Its transport (a new handle on the same registers each time).
+    ///
+    /// # Errors
+    /// [`MmioError`] if the window stopped holding a version-2 device.
+    pub fn transport(&self) -> Result<KernelMmio, MmioError> {
+        VirtioMmio::new(self.window)
+    }
+}
+
+static DEVICES: spin::Once<Vec<MmioDevice>> = spin::Once::new();
+
+/// Maps and probes every window the platform lists, once; later calls
+/// return the same list. Empty slots (device id 0) are passed over in
+/// silence (§4.2.2.2); legacy and non-virtio windows are logged.
+pub fn devices() -> &'static [MmioDevice] {
+    DEVICES.call_once(|| {
+        let mut found = Vec::new();
+        for &slot in slots::slots() {
+            let phys = slot.phys.as_u64();
+            let region = match mmio::map(slot.phys, slot.len_bytes) {
+                Ok(region) => region,
+                Err(error) => {
+                    log::error!("virtio-mmio: {phys:#x}: cannot map: {error:?}");
+                    continue;
+                }
+            };
+            let window = KernelWindow { region };
+            match VirtioMmio::new(window) {
+                Ok(transport) => {
+                    log::info!(
+                        "virtio-mmio: {phys:#x} (from {:?}): device type {}, vendor {:#x}, GSI {:?}",
+                        slot.origin,
+                        transport.device_type(),
+                        transport.vendor_id(),
+                        slot.interrupt.map(|irq| irq.gsi)
+                    );
+                    found.push(MmioDevice { slot, device_type: transport.device_type(), window });
+                }
+                Err(MmioError::NoDevice) => {}
+                Err(MmioError::Legacy) => log::warn!(
+                    "virtio-mmio: {phys:#x}: legacy device (version 1) skipped: vireo drives \
+                     virtio-mmio version 2 only (VirtIO 1.2 §4.2; QEMU: -global \
+                     virtio-mmio.force-legacy=false)"
+                ),
+                Err(error) => log::warn!("virtio-mmio: {phys:#x}: not a usable device: {error:?}"),
+            }
+        }
+        found
+    })
+}
