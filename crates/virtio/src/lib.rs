@@ -56,31 +56,37 @@
 //! The crate is `no_std` and uses `alloc` only in [`queue::split::SplitQueue::new`]
 //! (the driver-private per-descriptor array); adding, kicking, popping and
 //! interrupt control never allocate.
-#![cfg_attr(not(any(test, feature = "loom")), no_std)]
+#![cfg_attr(not(any(test, feature = "loom", feature = "fake")), no_std)]
 #![deny(unsafe_op_in_unsafe_fn, missing_docs, clippy::undocumented_unsafe_blocks)]
 
 extern crate alloc;
 
 pub mod barrier;
 pub mod buffer;
+pub mod config;
 mod error;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
 pub mod features;
-#[cfg(any(test, feature = "fuzzing"))]
-pub mod fuzzing;
 pub mod hal;
 #[cfg(test)]
 mod hot_path_tests;
 mod leaks;
 pub mod queue;
 pub mod reset;
+#[cfg(test)]
+mod testing;
 pub mod transport;
 
 pub use buffer::{DmaBuffers, DmaChain, Segment};
 pub use error::{Error, Result};
 pub use features::Features;
-pub use hal::{Dma, Hal, PAGE_SIZE, PhysAddr};
+pub use hal::{Dma, Hal, PAGE_SIZE, PhysAddr, Sharing};
 pub use leaks::{LeakCounts, leak_counts};
 pub use queue::split::{QueueConfig, SplitQueue, UsedLenPolicy};
-pub use queue::{QueueStats, Rejected, Token, Used, Virtqueue};
+pub use queue::{QueueStats, Rejected, RingAddresses, Token, Used, Virtqueue};
 pub use reset::{DeviceId, DeviceReset, QueueReset, ResetProof};
-pub use transport::{DeviceStatus, InterruptStatus, Transport, negotiate_features};
+pub use transport::{
+    DeviceStatus, InterruptStatus, NO_VECTOR, Notifier, QueueNotifiers, Transport,
+    negotiate_features,
+};
