@@ -80,7 +80,7 @@ impl Device {
 /// MSI-X vectors) and a config space. Clones drive the same device.
 ///
 /// It serves a queue when notified, synchronously, through the device
-/// side of the split ring in [`super::device`]; with
+/// side of the split ring in the `fake` module; with
 /// [`FakeTransport::set_serves_on_notify`] off, the test drives the device
 /// by hand ([`FakeTransport::serve`], or raw ring access at
 /// [`FakeTransport::queue_addresses`]).
@@ -285,9 +285,10 @@ unsafe impl Transport for FakeTransport {
     }
     fn start_queue_reset(&mut self, queue: u16) {
         let mut d = self.lock();
-        if !d.reset_stuck
-            && let Some(q) = d.queues.get_mut(usize::from(queue))
-        {
+        if d.reset_stuck {
+            return;
+        }
+        if let Some(q) = d.queues.get_mut(usize::from(queue)) {
             (q.ring, q.vector) = (None, NO_VECTOR);
         }
     }
