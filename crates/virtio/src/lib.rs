@@ -6,8 +6,10 @@
 //!
 //! - [`hal::Hal`] — DMA memory and how the device sees it (coherent by
 //!   default; IOMMU or bounce buffers through [`Hal::share`]).
-//! - [`transport::Transport`] — device registers (PCI / MMIO) and the
-//!   device's identity; [`Notifier`]s kick one queue without it.
+//! - [`transport::Transport`] — device registers and the device's
+//!   identity; [`Notifier`]s kick one queue without it. The crate's own:
+//!   [`transport::pci::PciTransport`] and [`transport::mmio::MmioTransport`]
+//!   over a [`transport::RegisterWindow`] the kernel maps.
 //! - [`queue::split::SplitQueue`] — the ring; drive it through its own
 //!   methods or the layout-free [`queue::Virtqueue`] trait.
 //! - [`buffer::DmaBuffers`] — what a request owns while the device has it.

@@ -1,8 +1,16 @@
 //! The hardware access boundary for the device itself: feature bits, queue
 //! registers, notifications, status, config space and interrupts.
 //!
-//! The kernel implements [`Transport`] for virtio-pci (§4.1) and
-//! virtio-mmio (§4.2); host tests implement it over a device model.
+//! The crate implements [`Transport`] for virtio-pci ([`pci`], §4.1) and
+//! virtio-mmio ([`mmio`], §4.2) over a [`RegisterWindow`] the kernel maps;
+//! a kernel may also implement it itself, and host tests implement it over
+//! a device model (the `fake` module).
+
+pub mod mmio;
+pub mod pci;
+mod window;
+
+pub use window::{MmioWindow, RegisterWindow};
 
 use crate::features::Features;
 use crate::hal::PhysAddr;
