@@ -55,12 +55,6 @@ unsafe impl Hal for BenchHal {
     unsafe fn dma_dealloc(&self, _p: PhysAddr, vaddr: NonNull<u8>, pages: usize) {
         free_pages(vaddr, pages)
     }
-    fn phys_to_virt(&self, paddr: PhysAddr) -> Option<NonNull<u8>> {
-        NonNull::new(paddr as *mut u8)
-    }
-    fn virt_to_phys(&self, vaddr: NonNull<u8>) -> Option<PhysAddr> {
-        Some(vaddr.as_ptr() as u64)
-    }
 }
 
 /// The same for virtio-drivers.
@@ -227,19 +221,19 @@ unsafe impl Transport for VireoTransport {
     fn notify(&mut self, _q: u16) {
         self.0.device.as_mut().unwrap().process();
     }
-    fn status(&mut self) -> DeviceStatus {
+    fn status(&self) -> DeviceStatus {
         DeviceStatus::from_bits_retain(self.0.status)
     }
     fn set_status(&mut self, s: DeviceStatus) {
         self.0.status = s.bits();
     }
-    fn read_config(&mut self, _o: usize, _b: &mut [u8]) -> vireo_virtio::Result {
+    fn read_config(&self, _o: usize, _b: &mut [u8]) -> vireo_virtio::Result {
         Ok(())
     }
     fn write_config(&mut self, _o: usize, _d: &[u8]) -> vireo_virtio::Result {
         Ok(())
     }
-    fn config_generation(&mut self) -> u32 {
+    fn config_generation(&self) -> u32 {
         0
     }
     fn ack_interrupt(&mut self) -> InterruptStatus {

@@ -35,6 +35,10 @@ pub enum Error {
     QueueUnavailable,
     /// The HAL could not provide DMA memory.
     DmaAlloc,
+    /// The HAL could not share memory with the device right now (e.g. its
+    /// bounce window is full, see [`crate::Hal::share`]). A request refused
+    /// for it was not submitted and can be retried once others complete.
+    DmaShare,
     /// A required feature (e.g. `VERSION_1`) was not negotiated, or the
     /// device did not accept `FEATURES_OK` (VirtIO 1.2 §3.1.1 step 6).
     FeaturesRejected,
@@ -44,6 +48,20 @@ pub enum Error {
     UnsupportedFeatures(Features),
     /// A config-space access was out of range.
     ConfigOutOfRange,
+    /// The device's configuration kept changing while it was read: the
+    /// generation counter moved across every one of
+    /// [`crate::config::READ_ATTEMPTS`] reads (VirtIO 1.2 §2.5.1).
+    ConfigUnstable,
+    /// The transport has no MSI-X vectors (e.g. virtio-mmio); only
+    /// [`crate::transport::NO_VECTOR`] can be set.
+    VectorsUnsupported,
+    /// The device did not keep the MSI-X vector written for it: it reads
+    /// back [`crate::transport::NO_VECTOR`] (VirtIO 1.2 §4.1.5.1.2), or
+    /// another value.
+    VectorRefused,
+    /// A [`crate::transport::Notifier`] for another queue was used to kick
+    /// this one (the notification would ring the wrong doorbell).
+    WrongNotifier,
     /// The device returned a used entry whose id is not a descriptor index
     /// of this queue (id ≥ queue size).
     DeviceIdOutOfRange,
@@ -109,11 +127,16 @@ impl fmt::Display for Error {
             Error::InvalidIndirectMax => "indirect tables longer than the queue or pool too big",
             Error::QueueUnavailable => "queue unavailable",
             Error::DmaAlloc => "DMA allocation failed",
+            Error::DmaShare => "DMA memory could not be shared with the device",
             Error::FeaturesRejected => "feature negotiation failed",
             Error::UnsupportedFeatures(bits) => {
                 return write!(f, "features {:#x} are not implemented", bits.bits());
             }
             Error::ConfigOutOfRange => "config space access out of range",
+            Error::ConfigUnstable => "device configuration kept changing while read",
+            Error::VectorsUnsupported => "transport has no MSI-X vectors",
+            Error::VectorRefused => "device refused the MSI-X vector",
+            Error::WrongNotifier => "notifier belongs to another queue",
             Error::DeviceIdOutOfRange => "device returned a used id outside the queue",
             Error::DeviceIdNotInFlight => "device returned a used id that is not in flight",
             Error::DeviceBadLength => "device returned a used length beyond the writable bytes",

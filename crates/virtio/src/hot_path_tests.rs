@@ -6,7 +6,7 @@ use core::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
 use std::vec::Vec;
 
-use crate::fuzzing::{HeapHal, RecordingTransport};
+use crate::testing::{HeapHal, RecordingTransport};
 use crate::{Dma, DmaChain, Features, QueueConfig, QueueStats, SplitQueue, UsedLenPolicy};
 
 /// Counts allocations made by the current thread only, so tests running in

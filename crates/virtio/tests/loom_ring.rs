@@ -61,12 +61,6 @@ unsafe impl Hal for ModelHal {
         // SAFETY (test): allocated above with this layout.
         unsafe { std::alloc::dealloc(v.as_ptr(), layout) }
     }
-    fn phys_to_virt(&self, p: PhysAddr) -> Option<NonNull<u8>> {
-        NonNull::new(p as *mut u8)
-    }
-    fn virt_to_phys(&self, v: NonNull<u8>) -> Option<PhysAddr> {
-        Some(v.as_ptr() as u64)
-    }
 }
 
 /// Doorbell and interrupt line: sticky flags, raised with `fetch_or` and
@@ -101,17 +95,17 @@ unsafe impl Transport for ModelTransport {
     fn notify(&mut self, _q: u16) {
         self.0.kick.fetch_or(true, AcqRel);
     }
-    fn status(&mut self) -> DeviceStatus {
+    fn status(&self) -> DeviceStatus {
         DeviceStatus::empty()
     }
     fn set_status(&mut self, _s: DeviceStatus) {}
-    fn read_config(&mut self, _o: usize, _b: &mut [u8]) -> vireo_virtio::Result {
+    fn read_config(&self, _o: usize, _b: &mut [u8]) -> vireo_virtio::Result {
         Err(Error::ConfigOutOfRange)
     }
     fn write_config(&mut self, _o: usize, _d: &[u8]) -> vireo_virtio::Result {
         Err(Error::ConfigOutOfRange)
     }
-    fn config_generation(&mut self) -> u32 {
+    fn config_generation(&self) -> u32 {
         0
     }
     fn ack_interrupt(&mut self) -> InterruptStatus {

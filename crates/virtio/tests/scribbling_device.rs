@@ -100,7 +100,7 @@ unsafe impl Transport for ScribbleTransport {
     fn notify(&mut self, _q: u16) {
         self.0.process();
     }
-    fn status(&mut self) -> DeviceStatus {
+    fn status(&self) -> DeviceStatus {
         DeviceStatus::empty()
     }
     fn set_status(&mut self, s: DeviceStatus) {
@@ -108,13 +108,13 @@ unsafe impl Transport for ScribbleTransport {
             self.0.queue = None;
         }
     }
-    fn read_config(&mut self, _o: usize, _b: &mut [u8]) -> vireo_virtio::Result {
+    fn read_config(&self, _o: usize, _b: &mut [u8]) -> vireo_virtio::Result {
         Err(Error::ConfigOutOfRange)
     }
     fn write_config(&mut self, _o: usize, _d: &[u8]) -> vireo_virtio::Result {
         Err(Error::ConfigOutOfRange)
     }
-    fn config_generation(&mut self) -> u32 {
+    fn config_generation(&self) -> u32 {
         0
     }
     fn ack_interrupt(&mut self) -> InterruptStatus {

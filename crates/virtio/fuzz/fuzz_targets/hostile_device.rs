@@ -4,6 +4,9 @@
 
 use libfuzzer_sys::fuzz_target;
 
+#[path = "../../tests/hostile/mod.rs"]
+mod hostile;
+
 fuzz_target!(|data: &[u8]| {
-    vireo_virtio::fuzzing::hostile_device(data);
+    hostile::hostile_device(data);
 });

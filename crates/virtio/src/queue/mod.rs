@@ -8,8 +8,9 @@ mod stats;
 pub use stats::QueueStats;
 
 use crate::Result;
+use crate::hal::PhysAddr;
 use crate::reset::{QueueReset, ResetProof};
-use crate::transport::Transport;
+use crate::transport::{Notifier, Transport};
 
 /// Identifies one in-flight request; returned by `add`, given back by
 /// `pop_used`. A token is a plain id: it owns and borrows nothing.
@@ -21,6 +22,20 @@ impl Token {
     pub fn index(self) -> u16 {
         self.0
     }
+}
+
+/// Where a queue's rings live, as the device sees them (the addresses
+/// given to [`Transport::queue_set`]), for diagnostics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingAddresses {
+    /// The descriptor table (split) or descriptor ring (packed).
+    pub descriptors: PhysAddr,
+    /// The driver area: available ring (split) or driver event suppression.
+    pub driver_area: PhysAddr,
+    /// The device area: used ring (split) or device event suppression.
+    pub device_area: PhysAddr,
+    /// The indirect-table pool and its size in bytes, if indirect is on.
+    pub indirect_pool: Option<(PhysAddr, usize)>,
 }
 
 /// A request the device has finished with.
@@ -86,13 +101,29 @@ pub trait Virtqueue<B> {
     /// # Errors
     ///
     /// [`crate::Error::Broken`] or [`crate::Error::Stopped`].
-    fn kick<T: Transport>(&mut self, transport: &mut T) -> Result<bool> {
-        let kick = self.should_notify()?;
-        if kick {
-            transport.notify(self.queue_index());
-        }
-        Ok(kick)
-    }
+    fn kick<T: Transport>(&mut self, transport: &mut T) -> Result<bool>;
+
+    /// [`Virtqueue::should_notify`] and, if needed, notify through this
+    /// queue's own `notifier` (see [`split::SplitQueue::kick_with`]).
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::WrongNotifier`], [`crate::Error::Broken`] or
+    /// [`crate::Error::Stopped`].
+    fn kick_with<N: Notifier + ?Sized>(&mut self, notifier: &N) -> Result<bool>;
+
+    /// Number of descriptors.
+    fn size(&self) -> u16;
+
+    /// Descriptors free right now (a request takes one per segment, or one
+    /// in all when it goes indirect).
+    fn num_free(&self) -> u16;
+
+    /// Requests added and not yet returned.
+    fn in_flight(&self) -> u16;
+
+    /// Where the rings live, as the device sees them.
+    fn ring_addresses(&self) -> RingAddresses;
 
     /// Takes the next completed request, if any.
     ///

@@ -24,9 +24,11 @@ mod lifecycle_tests;
 #[cfg(feature = "loom")]
 pub mod model;
 mod ring;
+mod sharing;
 #[cfg(test)]
 mod tests;
 mod used;
+mod virtqueue;
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -35,14 +37,15 @@ use self::layout::{
     VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_USED_F_NO_NOTIFY,
 };
 use self::ring::SplitRing;
+use self::sharing::{Mappings, Place};
 use super::event::vring_need_event;
-use super::{QueueStats, Rejected, Token, Used, Virtqueue};
+use super::{QueueStats, Rejected, RingAddresses, Token};
 use crate::barrier::{Site, virtio_mb, virtio_wmb};
 use crate::buffer::{DmaBuffers, Segment};
 use crate::features::Features;
 use crate::hal::Hal;
-use crate::reset::{DeviceId, QueueReset, ResetProof, Ticket};
-use crate::transport::Transport;
+use crate::reset::{DeviceId, Ticket};
+use crate::transport::{Notifier, Transport};
 use crate::{Error, Result};
 
 /// Largest indirect-table pool a queue may allocate (`size * indirect_max`
@@ -123,6 +126,9 @@ enum State {
 pub struct SplitQueue<H: Hal, B> {
     ring: SplitRing<H>,
     slots: Box<[Slot<B>]>,
+    /// What each request in flight shared (empty unless `H` shares
+    /// buffers).
+    mappings: Mappings,
     /// The device the rings are programmed into, and when.
     device: DeviceId,
     programmed: Ticket,
@@ -197,6 +203,7 @@ impl<H: Hal, B> SplitQueue<H, B> {
         let mut queue = Self {
             ring,
             slots: slots.into_boxed_slice(),
+            mappings: Mappings::new::<H>(size, indirect_max),
             device: transport.device_id(),
             programmed: Ticket::draw(),
             state: State::Stopped,
@@ -263,21 +270,38 @@ impl<H: Hal, B> SplitQueue<H, B> {
         self.device
     }
 
+    /// Where the rings live, as the device sees them (what `queue_set`
+    /// programmed), for diagnostics.
+    pub fn ring_addresses(&self) -> RingAddresses {
+        let (descriptors, driver_area, device_area) = self.ring.addresses();
+        RingAddresses {
+            descriptors,
+            driver_area,
+            device_area,
+            indirect_pool: self.ring.indirect_pool(),
+        }
+    }
+
     /// Adds a request described by explicit segment lists; `owner` is kept
     /// with the request and returned by `pop_used` or `reclaim`.
     ///
+    /// The segments' addresses go to the device as they are: they must be
+    /// device addresses already (the HAL is not asked to share them, even
+    /// if it [shares buffers](Hal::SHARES_BUFFERS)).
+    ///
     /// # Safety
     ///
-    /// Every segment must describe memory that stays allocated, is accessed
-    /// by nothing but the device, and may be written by the device (the
+    /// Every segment must describe memory that the device can reach at that
+    /// address, that stays allocated (and reachable), is accessed by
+    /// nothing but the device, and may be written by the device (the
     /// writable ones), until this request is returned by `pop_used` or
     /// [`SplitQueue::reclaim`] hands it back — or forever, if the queue is
-    /// dropped while live. Prefer the safe [`Virtqueue::add`] with a
+    /// dropped while live. Prefer the safe [`SplitQueue::add`] with a
     /// [`DmaBuffers`] owner.
     ///
     /// # Errors
     ///
-    /// As [`Virtqueue::add`], with `owner` handed back.
+    /// As [`crate::Virtqueue::add`], with `owner` handed back.
     pub unsafe fn add_raw(
         &mut self,
         readable: &[Segment],
@@ -288,11 +312,14 @@ impl<H: Hal, B> SplitQueue<H, B> {
         let seg = |_: &B, i: usize| {
             if i < nr { readable[i] } else { writable[i - nr] }
         };
-        self.add_chain(nr + writable.len(), nr, seg, owner)
+        self.add_chain::<false>(nr + writable.len(), nr, seg, owner)
     }
 
+    /// Publishes one request. `SHARE`: its segments are the driver's
+    /// addresses, to be shared through the HAL if it shares buffers
+    /// (`add`); otherwise they are device addresses already (`add_raw`).
     #[inline(always)]
-    fn add_chain(
+    fn add_chain<const SHARE: bool>(
         &mut self,
         nseg: usize,
         nread: usize,
@@ -311,6 +338,11 @@ impl<H: Hal, B> SplitQueue<H, B> {
             let n = if i < last { VIRTQ_DESC_F_NEXT } else { 0 };
             w | n
         };
+        // Compiled out unless the HAL shares buffers: then each segment is
+        // published at the address `share` returns, and a refusal undoes
+        // the segments before it (nothing is published yet, so the request
+        // is simply handed back).
+        let share = SHARE && H::SHARES_BUFFERS;
         let (tail, chain_len) = if indirect {
             // §2.7.5.3: the table holds the whole chain, `next` indexes the
             // table; the ring descriptor carries only INDIRECT (§2.7.5.3.1:
@@ -321,11 +353,18 @@ impl<H: Hal, B> SplitQueue<H, B> {
             };
             for i in 0..nseg {
                 let s = seg(&owner, i);
+                let place = Place::Indirect { head, entry: i };
+                let Some(addr) = self.publish_addr::<SHARE>(place, s, i >= nread, (head, i)) else {
+                    return Err(Rejected { error: Error::DmaShare, buffers: owner });
+                };
                 let next = if i < last { (i + 1) as u16 } else { 0 };
-                if self.ring.write_indirect(head, i, s.addr, s.len, flags_of(i), next).is_err() {
+                if self.ring.write_indirect(head, i, addr, s.len, flags_of(i), next).is_err() {
                     // Unreachable: check_request bounds nseg by indirect_max.
                     // Nothing is published yet, so refusing loses nothing.
                     debug_assert!(false, "indirect entry {i} outside its table");
+                    if share {
+                        self.unshare_chain(head, i as u16 + 1, true);
+                    }
                     return Err(Rejected { error: Error::InvalidRequest, buffers: owner });
                 }
             }
@@ -340,14 +379,21 @@ impl<H: Hal, B> SplitQueue<H, B> {
             for i in 0..nseg {
                 let s = seg(&owner, i);
                 let next = self.slots[usize::from(d)].next;
+                let place = Place::Direct(d);
+                let Some(addr) = self.publish_addr::<SHARE>(place, s, i >= nread, (head, i)) else {
+                    return Err(Rejected { error: Error::DmaShare, buffers: owner });
+                };
                 let link = if i < last { next } else { 0 };
-                self.ring.write_desc(d, s.addr, s.len, flags_of(i), link);
+                self.ring.write_desc(d, addr, s.len, flags_of(i), link);
                 tail = d;
                 d = next;
             }
             self.free_head = d;
             (tail, nseg as u16)
         };
+        if H::SHARES_BUFFERS {
+            self.note_shared(head, if SHARE { nseg as u16 } else { 0 }, indirect);
+        }
         self.num_free -= chain_len;
         let slot = &mut self.slots[usize::from(head)];
         slot.tail = tail;
@@ -442,11 +488,11 @@ impl<H: Hal, B> SplitQueue<H, B> {
     {
         let n = buffers.segment_count();
         let r = buffers.readable_count();
-        self.add_chain(n, r, |b: &B, i| b.segment(i), buffers)
+        self.add_chain::<true>(n, r, |b: &B, i| b.segment(i), buffers)
     }
 
     /// Notify decision plus the notification itself, see
-    /// [`Virtqueue::kick`].
+    /// [`crate::Virtqueue::kick`].
     ///
     /// # Errors
     ///
@@ -460,8 +506,28 @@ impl<H: Hal, B> SplitQueue<H, B> {
         Ok(kick)
     }
 
+    /// The notify decision plus the notification, through this queue's own
+    /// [`Notifier`] instead of the transport: queues of one device kick
+    /// concurrently, each under its own lock.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WrongNotifier`] if `notifier` rings another queue (nothing
+    /// is decided then); [`Error::Broken`] or [`Error::Stopped`].
+    #[inline]
+    pub fn kick_with<N: Notifier + ?Sized>(&mut self, notifier: &N) -> Result<bool> {
+        if notifier.queue() != self.index {
+            return Err(Error::WrongNotifier);
+        }
+        let kick = self.should_notify()?;
+        if kick {
+            notifier.notify();
+        }
+        Ok(kick)
+    }
+
     /// Decides whether the device must be notified about requests added
-    /// since the last decision, see [`Virtqueue::should_notify`].
+    /// since the last decision, see [`crate::Virtqueue::should_notify`].
     ///
     /// # Errors
     ///
@@ -515,51 +581,6 @@ impl<H: Hal, B> SplitQueue<H, B> {
 
     /// Zeroes the counters.
     pub fn reset_stats(&mut self) {
-        self.stats = QueueStats::default();
-    }
-}
-
-impl<H: Hal, B: DmaBuffers> Virtqueue<B> for SplitQueue<H, B> {
-    #[inline]
-    fn add(&mut self, buffers: B) -> core::result::Result<Token, Rejected<B>> {
-        SplitQueue::add(self, buffers)
-    }
-    #[inline]
-    fn should_notify(&mut self) -> Result<bool> {
-        SplitQueue::should_notify(self)
-    }
-    fn queue_index(&self) -> u16 {
-        self.index
-    }
-    #[inline]
-    fn pop_used(&mut self) -> Result<Option<Used<B>>> {
-        SplitQueue::pop_used(self)
-    }
-    #[inline]
-    fn enable_interrupts(&mut self) -> Result<bool> {
-        SplitQueue::enable_interrupts(self)
-    }
-    #[inline]
-    fn disable_interrupts(&mut self) -> Result {
-        SplitQueue::disable_interrupts(self)
-    }
-    fn reset_queue<T: Transport>(&mut self, transport: &mut T) -> Result<QueueReset> {
-        SplitQueue::reset_queue(self, transport)
-    }
-    fn reclaim<P: ResetProof>(
-        &mut self,
-        proof: &P,
-        reclaim: impl FnMut(Token, B),
-    ) -> Result<usize> {
-        SplitQueue::reclaim(self, proof, reclaim)
-    }
-    fn restart<T: Transport>(&mut self, transport: &mut T) -> Result {
-        SplitQueue::restart(self, transport)
-    }
-    fn stats(&self) -> QueueStats {
-        self.stats
-    }
-    fn reset_stats(&mut self) {
         self.stats = QueueStats::default();
     }
 }

@@ -61,15 +61,6 @@ unsafe impl Hal for GHal {
         let mut used = self.0.used.lock().unwrap();
         used[first..first + pages].iter_mut().for_each(|u| *u = false);
     }
-    fn phys_to_virt(&self, paddr: PhysAddr) -> Option<NonNull<u8>> {
-        let off = paddr.checked_sub(BASE)? as usize;
-        // SAFETY (test): bounds checked against the mapping size.
-        (off < MEM).then(|| unsafe { NonNull::new_unchecked(self.0.host.add(off)) })
-    }
-    fn virt_to_phys(&self, vaddr: NonNull<u8>) -> Option<PhysAddr> {
-        let off = (vaddr.as_ptr() as usize).checked_sub(self.0.host as usize)?;
-        (off < MEM).then_some(BASE + off as u64)
-    }
 }
 
 pub fn guest() -> GHal {
@@ -181,7 +172,7 @@ unsafe impl Transport for TestTransport {
     fn notify(&mut self, q: u16) {
         self.dev.queues[usize::from(q)].kick.raise();
     }
-    fn status(&mut self) -> DeviceStatus {
+    fn status(&self) -> DeviceStatus {
         DeviceStatus::from_bits_retain(*self.dev.status.lock().unwrap())
     }
     fn set_status(&mut self, s: DeviceStatus) {
@@ -197,19 +188,19 @@ unsafe impl Transport for TestTransport {
         }
         *self.dev.status.lock().unwrap() = s.bits();
     }
-    fn read_config(&mut self, _o: usize, _b: &mut [u8]) -> vireo_virtio::Result {
+    fn read_config(&self, _o: usize, _b: &mut [u8]) -> vireo_virtio::Result {
         Err(Error::ConfigOutOfRange)
     }
     fn write_config(&mut self, _o: usize, _d: &[u8]) -> vireo_virtio::Result {
         Err(Error::ConfigOutOfRange)
     }
-    fn config_generation(&mut self) -> u32 {
+    fn config_generation(&self) -> u32 {
         0
     }
     fn ack_interrupt(&mut self) -> InterruptStatus {
         InterruptStatus::QUEUE
     }
-    fn has_queue_reset(&mut self) -> bool {
+    fn has_queue_reset(&self) -> bool {
         true
     }
     fn start_queue_reset(&mut self, q: u16) {

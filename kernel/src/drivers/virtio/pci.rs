@@ -347,7 +347,7 @@ unsafe impl Transport for VirtioPci {
         self.notify.write::<u16>(offset, queue);
     }
 
-    fn status(&mut self) -> DeviceStatus {
+    fn status(&self) -> DeviceStatus {
         DeviceStatus::from_bits_retain(self.common.read::<u8>(common::DEVICE_STATUS))
     }
 
@@ -355,7 +355,7 @@ unsafe impl Transport for VirtioPci {
         self.common.write::<u8>(common::DEVICE_STATUS, status.bits());
     }
 
-    fn read_config(&mut self, offset: usize, buf: &mut [u8]) -> vireo_virtio::Result {
+    fn read_config(&self, offset: usize, buf: &mut [u8]) -> vireo_virtio::Result {
         let window = self.device.ok_or(vireo_virtio::Error::ConfigOutOfRange)?;
         let end = offset.checked_add(buf.len()).ok_or(vireo_virtio::Error::ConfigOutOfRange)?;
         if end > window.region.len_bytes() {
@@ -402,7 +402,7 @@ unsafe impl Transport for VirtioPci {
         Ok(())
     }
 
-    fn config_generation(&mut self) -> u32 {
+    fn config_generation(&self) -> u32 {
         u32::from(self.common.read::<u8>(common::CONFIG_GENERATION))
     }
 
@@ -411,7 +411,7 @@ unsafe impl Transport for VirtioPci {
         InterruptStatus::from_bits_truncate(u32::from(self.isr.read::<u8>(0)))
     }
 
-    fn has_queue_reset(&mut self) -> bool {
+    fn has_queue_reset(&self) -> bool {
         // The device's common window may end before `queue_reset` (an
         // older layout): then VIRTIO_F_RING_RESET must not be negotiated.
         self.common.region.len_bytes() as u64 >= common::RESET_LEN

@@ -115,10 +115,13 @@ impl<H: Hal, B> SplitQueue<H, B> {
         }
         self.state = State::Stopped;
         let mut count = 0;
-        for (i, slot) in self.slots.iter_mut().enumerate() {
-            if let Some(buffers) = slot.owner.take() {
+        for i in 0..self.size {
+            if let Some(buffers) = self.slots[usize::from(i)].owner.take() {
                 count += 1;
-                reclaim(Token(i as u16), buffers);
+                // The reset proved the device stopped: end the sharing
+                // (copying back what it wrote) before handing them back.
+                self.unshare_request(i);
+                reclaim(Token(i), buffers);
             }
         }
         self.free_all();
@@ -157,10 +160,13 @@ impl<H: Hal, B> SplitQueue<H, B> {
 }
 
 impl<H: Hal, B> Drop for SplitQueue<H, B> {
-    /// A stopped queue frees its rings (the device has forgotten them). A
-    /// live one may still be used by the device — PCI cannot even disable
-    /// a queue without a reset (§4.1.4.3.2) — so its rings and every
-    /// in-flight buffer are leaked, never freed, and counted.
+    /// A stopped queue unshares and frees its rings (the device has
+    /// forgotten them). A live one may still be used by the device — PCI
+    /// cannot even disable a queue without a reset (§4.1.4.3.2) — so its
+    /// rings and every in-flight buffer are leaked, never freed, and
+    /// counted, and everything shared stays shared (unsharing would let
+    /// the HAL reuse a bounce slot or an IOVA for other memory while the
+    /// device may still write there).
     fn drop(&mut self) {
         if self.state == State::Stopped {
             return;

@@ -8,7 +8,7 @@ use std::vec::Vec;
 
 use super::tests::{Device, chain, config};
 use super::{QueueConfig, SplitQueue};
-use crate::fuzzing::{HeapHal, RecordingTransport};
+use crate::testing::{HeapHal, RecordingTransport};
 use crate::transport::{DeviceStatus, Transport};
 use crate::{
     DeviceId, Dma, DmaChain, Error, Features, Hal, PhysAddr, leak_counts, negotiate_features,
@@ -32,12 +32,6 @@ unsafe impl Hal for CountingHal {
         FREED_PAGES.with(|c| c.set(c.get() + pages));
         // SAFETY: forwarded unchanged from our caller.
         unsafe { HeapHal.dma_dealloc(p, v, pages) }
-    }
-    fn phys_to_virt(&self, p: PhysAddr) -> Option<NonNull<u8>> {
-        HeapHal.phys_to_virt(p)
-    }
-    fn virt_to_phys(&self, v: NonNull<u8>) -> Option<PhysAddr> {
-        HeapHal.virt_to_phys(v)
     }
     fn dma_leaked(&self, _paddr: PhysAddr, pages: usize) {
         LEAKED_PAGES.with(|c| c.set(c.get() + pages));
@@ -246,25 +240,25 @@ unsafe impl Transport for Offers {
     fn notify(&mut self, q: u16) {
         self.inner.notify(q)
     }
-    fn status(&mut self) -> DeviceStatus {
+    fn status(&self) -> DeviceStatus {
         self.inner.status()
     }
     fn set_status(&mut self, s: DeviceStatus) {
         self.inner.set_status(s)
     }
-    fn read_config(&mut self, o: usize, b: &mut [u8]) -> crate::Result {
+    fn read_config(&self, o: usize, b: &mut [u8]) -> crate::Result {
         self.inner.read_config(o, b)
     }
     fn write_config(&mut self, o: usize, d: &[u8]) -> crate::Result {
         self.inner.write_config(o, d)
     }
-    fn config_generation(&mut self) -> u32 {
+    fn config_generation(&self) -> u32 {
         0
     }
     fn ack_interrupt(&mut self) -> crate::InterruptStatus {
         self.inner.ack_interrupt()
     }
-    fn has_queue_reset(&mut self) -> bool {
+    fn has_queue_reset(&self) -> bool {
         self.queue_reset
     }
 }

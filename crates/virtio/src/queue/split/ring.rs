@@ -14,16 +14,18 @@ use core::ptr;
 use super::layout::RingLayout;
 #[cfg(not(feature = "loom"))]
 use super::layout::{Le16, Le32, Le64, VirtqDesc, VirtqUsedElem};
-use crate::hal::{Dma, Hal, PhysAddr};
+use super::sharing::SharedRegion;
+use crate::hal::{Hal, PhysAddr};
 use crate::{Error, Result};
 
-/// Shared ring memory plus the optional indirect-table pool.
+/// Shared ring memory plus the optional indirect-table pool, both shared
+/// with the device coherently for as long as they live.
 pub(super) struct SplitRing<H: Hal> {
-    mem: Dma<H>,
+    mem: SharedRegion<H>,
     layout: RingLayout,
     mask: usize,
     /// One table of `indirect_max` descriptors per descriptor index.
-    indirect: Option<Dma<H>>,
+    indirect: Option<SharedRegion<H>>,
     indirect_max: usize,
     #[cfg(feature = "loom")]
     pub(super) model: loom::sync::Arc<super::model::RingModel>,
@@ -43,10 +45,10 @@ impl<H: Hal> SplitRing<H> {
     pub(super) fn new(hal: &H, size: u16, indirect_max: u16) -> Result<Self> {
         debug_assert!(size.is_power_of_two());
         let layout = RingLayout::new(size);
-        let mem = Dma::with_bytes(hal.clone(), layout.total)?;
+        let mem = SharedRegion::new(hal, layout.total)?;
         let indirect = if indirect_max > 0 {
             let bytes = usize::from(size) * usize::from(indirect_max) * 16;
-            Some(Dma::with_bytes(hal.clone(), bytes)?)
+            Some(SharedRegion::new(hal, bytes)?)
         } else {
             None
         };
@@ -58,7 +60,7 @@ impl<H: Hal> SplitRing<H> {
             model: loom::sync::Arc::new(super::model::RingModel::new(
                 size,
                 indirect_max,
-                indirect.as_ref().map_or(0, Dma::paddr),
+                indirect.as_ref().map_or(0, SharedRegion::device),
             )),
             indirect,
             indirect_max: usize::from(indirect_max),
@@ -73,16 +75,26 @@ impl<H: Hal> SplitRing<H> {
         }
     }
 
+    /// The HAL the rings came from.
+    pub(super) fn hal(&self) -> &H {
+        self.mem.dma().hal()
+    }
+
+    /// Device address of the indirect-table pool and its size in bytes.
+    pub(super) fn indirect_pool(&self) -> Option<(PhysAddr, usize)> {
+        self.indirect.as_ref().map(|p| (p.device(), p.dma().len()))
+    }
+
     /// Device addresses of the descriptor table, driver area, device area.
     pub(super) fn addresses(&self) -> (PhysAddr, PhysAddr, PhysAddr) {
-        let base = self.mem.paddr();
+        let base = self.mem.device();
         (base, base + self.layout.avail as u64, base + self.layout.used as u64)
     }
 
     /// Device address of head `head`'s indirect table; `None` without a pool.
     pub(super) fn indirect_table(&self, head: u16) -> Option<PhysAddr> {
         let pool = self.indirect.as_ref()?;
-        Some(pool.paddr() + ((usize::from(head) & self.mask) * self.indirect_max * 16) as u64)
+        Some(pool.device() + ((usize::from(head) & self.mask) * self.indirect_max * 16) as u64)
     }
 
     /// Offset of entry `j` of head `head`'s indirect table in the pool.
@@ -99,14 +111,14 @@ impl<H: Hal> SplitRing<H> {
     /// Zeroes the rings (not the indirect tables, which are rewritten
     /// before each use). Only for a queue the device has forgotten.
     pub(super) fn zero(&mut self) {
-        self.mem.as_mut_slice().fill(0);
+        self.mem.dma_mut().as_mut_slice().fill(0);
     }
 
     #[inline(always)]
     fn at<T>(&self, offset: usize) -> *mut T {
         debug_assert!(offset + size_of::<T>() <= self.layout.total);
         debug_assert!(offset.is_multiple_of(align_of::<T>()));
-        self.mem.vaddr().as_ptr().wrapping_add(offset).cast()
+        self.mem.dma().vaddr().as_ptr().wrapping_add(offset).cast()
     }
 
     #[inline(always)]
@@ -159,7 +171,7 @@ impl<H: Hal> SplitRing<H> {
         // reads the table only after the head descriptor is published.
         unsafe {
             ptr::write_volatile(
-                pool.vaddr().as_ptr().add(off).cast::<VirtqDesc>(),
+                pool.dma().vaddr().as_ptr().add(off).cast::<VirtqDesc>(),
                 desc(addr, len, flags, next),
             )
         }

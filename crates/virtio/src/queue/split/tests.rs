@@ -7,8 +7,8 @@ use alloc::vec::Vec;
 
 use super::layout::RingLayout;
 use super::{QueueConfig, SplitQueue, UsedLenPolicy};
-use crate::fuzzing::{HeapHal, RecordingTransport};
 use crate::queue::event::vring_need_event;
+use crate::testing::{HeapHal, RecordingTransport};
 use crate::{Dma, DmaChain, Error, Features, Segment};
 
 pub(crate) type Chain = DmaChain<HeapHal, 4>;

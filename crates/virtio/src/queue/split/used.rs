@@ -101,6 +101,11 @@ impl<H: Hal, B> SplitQueue<H, B> {
             return Err(self.fail(Error::DeviceIdNotInFlight));
         };
         let (tail, chain_len) = (slot.tail, slot.chain_len);
+        // The device returned it: end its sharing (a bounce copies the
+        // device's bytes back here, ordered after `used.idx` by the read
+        // barrier above) before the buffers go back to the driver, and
+        // while the chain's private links are still intact.
+        self.unshare_request(id as u16);
         // Return the chain to the free list with the private links: O(1).
         self.slots[usize::from(tail)].next = self.free_head;
         self.free_head = id as u16;

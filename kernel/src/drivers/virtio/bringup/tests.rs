@@ -74,20 +74,20 @@ unsafe impl Transport for Recorder {
     fn notify(&mut self, queue: u16) {
         Transport::notify(&mut self.inner, queue);
     }
-    fn status(&mut self) -> DeviceStatus {
+    fn status(&self) -> DeviceStatus {
         self.inner.status()
     }
     fn set_status(&mut self, status: DeviceStatus) {
         self.record.borrow_mut().statuses.push(status);
         self.inner.set_status(status);
     }
-    fn read_config(&mut self, offset: usize, buf: &mut [u8]) -> vireo_virtio::Result {
+    fn read_config(&self, offset: usize, buf: &mut [u8]) -> vireo_virtio::Result {
         self.inner.read_config(offset, buf)
     }
     fn write_config(&mut self, offset: usize, data: &[u8]) -> vireo_virtio::Result {
         self.inner.write_config(offset, data)
     }
-    fn config_generation(&mut self) -> u32 {
+    fn config_generation(&self) -> u32 {
         self.inner.config_generation()
     }
     fn ack_interrupt(&mut self) -> InterruptStatus {

@@ -138,25 +138,25 @@ unsafe impl Transport for KernelTransport {
     fn notify(&mut self, queue: u16) {
         forward!(self, t => Transport::notify(t, queue))
     }
-    fn status(&mut self) -> DeviceStatus {
+    fn status(&self) -> DeviceStatus {
         forward!(self, t => t.status())
     }
     fn set_status(&mut self, status: DeviceStatus) {
         forward!(self, t => t.set_status(status))
     }
-    fn read_config(&mut self, offset: usize, buf: &mut [u8]) -> vireo_virtio::Result {
+    fn read_config(&self, offset: usize, buf: &mut [u8]) -> vireo_virtio::Result {
         forward!(self, t => t.read_config(offset, buf))
     }
     fn write_config(&mut self, offset: usize, data: &[u8]) -> vireo_virtio::Result {
         forward!(self, t => t.write_config(offset, data))
     }
-    fn config_generation(&mut self) -> u32 {
+    fn config_generation(&self) -> u32 {
         forward!(self, t => t.config_generation())
     }
     fn ack_interrupt(&mut self) -> InterruptStatus {
         forward!(self, t => t.ack_interrupt())
     }
-    fn has_queue_reset(&mut self) -> bool {
+    fn has_queue_reset(&self) -> bool {
         forward!(self, t => t.has_queue_reset())
     }
     fn start_queue_reset(&mut self, queue: u16) {

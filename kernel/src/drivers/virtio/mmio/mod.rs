@@ -280,7 +280,7 @@ unsafe impl<W: RegisterWindow> Transport for VirtioMmio<W> {
         self.window.write_u32(reg::QUEUE_NOTIFY, u32::from(queue));
     }
 
-    fn status(&mut self) -> DeviceStatus {
+    fn status(&self) -> DeviceStatus {
         DeviceStatus::from_bits_retain(self.window.read_u32(reg::STATUS) as u8)
     }
 
@@ -288,7 +288,7 @@ unsafe impl<W: RegisterWindow> Transport for VirtioMmio<W> {
         self.window.write_u32(reg::STATUS, u32::from(status.bits()));
     }
 
-    fn read_config(&mut self, offset: usize, buf: &mut [u8]) -> vireo_virtio::Result {
+    fn read_config(&self, offset: usize, buf: &mut [u8]) -> vireo_virtio::Result {
         let at = self.config_range(offset, buf.len())?;
         // §4.2.2.2: 8-bit fields byte-wide, 16-bit fields 16-bit aligned,
         // 32- and 64-bit fields 32-bit aligned; other lengths byte by byte.
@@ -328,7 +328,7 @@ unsafe impl<W: RegisterWindow> Transport for VirtioMmio<W> {
         Ok(())
     }
 
-    fn config_generation(&mut self) -> u32 {
+    fn config_generation(&self) -> u32 {
         self.window.read_u32(reg::CONFIG_GENERATION)
     }
 

@@ -5,6 +5,7 @@ use super::{ConfigFields, DeviceConfig, READ_ATTEMPTS, read};
 use crate::drivers::virtio::bringup::BringUpError;
 use crate::{check, check_eq, check_ok, ktest};
 use alloc::vec::Vec;
+use core::cell::{Cell, RefCell};
 use vireo_virtio::{DeviceStatus, Features, InterruptStatus, Transport};
 
 /// A configuration with one field of each width, the 64-bit one last.
@@ -30,12 +31,14 @@ impl DeviceConfig for Sample {
 /// A device with a 16-byte configuration that rewrites its 64-bit field
 /// (and bumps the generation) right after the driver read the low half,
 /// `changes` times: the tear a 64-bit field read as two halves can suffer.
+/// Reads change it, so its registers sit in cells (config reads take
+/// `&self`, like a device's registers do).
 struct ChangingDevice {
-    config: [u8; 16],
-    generation: u32,
-    changes: u32,
+    config: Cell<[u8; 16]>,
+    generation: Cell<u32>,
+    changes: Cell<u32>,
     /// Byte length of every configuration access, in order.
-    accesses: Vec<usize>,
+    accesses: RefCell<Vec<usize>>,
 }
 
 impl ChangingDevice {
@@ -45,11 +48,16 @@ impl ChangingDevice {
         config[2..4].copy_from_slice(&0x1234u16.to_le_bytes());
         config[4..8].copy_from_slice(&0xdead_beefu32.to_le_bytes());
         config[8..16].copy_from_slice(&0x1_ffff_ffffu64.to_le_bytes());
-        Self { config, generation: 0, changes, accesses: Vec::new() }
+        Self {
+            config: Cell::new(config),
+            generation: Cell::new(0),
+            changes: Cell::new(changes),
+            accesses: RefCell::new(Vec::new()),
+        }
     }
 
     fn wide(&self) -> u64 {
-        u64::from_le_bytes(self.config[8..16].try_into().unwrap())
+        u64::from_le_bytes(self.config.get()[8..16].try_into().unwrap())
     }
 }
 
@@ -73,28 +81,29 @@ unsafe impl Transport for ChangingDevice {
     unsafe fn queue_set(&mut self, _: u16, _: u16, _: u64, _: u64, _: u64) {}
     fn queue_unset(&mut self, _: u16) {}
     fn notify(&mut self, _: u16) {}
-    fn status(&mut self) -> DeviceStatus {
+    fn status(&self) -> DeviceStatus {
         DeviceStatus::empty()
     }
     fn set_status(&mut self, _: DeviceStatus) {}
-    fn read_config(&mut self, offset: usize, buf: &mut [u8]) -> vireo_virtio::Result {
+    fn read_config(&self, offset: usize, buf: &mut [u8]) -> vireo_virtio::Result {
         let end = offset + buf.len();
-        let bytes = self.config.get(offset..end).ok_or(vireo_virtio::Error::ConfigOutOfRange)?;
+        let mut config = self.config.get();
+        let bytes = config.get(offset..end).ok_or(vireo_virtio::Error::ConfigOutOfRange)?;
         buf.copy_from_slice(bytes);
-        self.accesses.push(buf.len());
-        if offset == 8 && self.changes > 0 {
-            self.changes -= 1;
-            let next = self.wide() + 1;
-            self.config[8..16].copy_from_slice(&next.to_le_bytes());
-            self.generation += 1;
+        self.accesses.borrow_mut().push(buf.len());
+        if offset == 8 && self.changes.get() > 0 {
+            self.changes.set(self.changes.get() - 1);
+            config[8..16].copy_from_slice(&(self.wide() + 1).to_le_bytes());
+            self.config.set(config);
+            self.generation.set(self.generation.get() + 1);
         }
         Ok(())
     }
     fn write_config(&mut self, _: usize, _: &[u8]) -> vireo_virtio::Result {
         Err(vireo_virtio::Error::ConfigOutOfRange)
     }
-    fn config_generation(&mut self) -> u32 {
-        self.generation
+    fn config_generation(&self) -> u32 {
+        self.generation.get()
     }
     fn ack_interrupt(&mut self) -> InterruptStatus {
         InterruptStatus::empty()
@@ -110,7 +119,7 @@ ktest!(
             Sample { small: 0x5a, medium: 0x1234, word: 0xdead_beef, wide: 0x1_ffff_ffff }
         );
         // §4.1.3.1: 8, 16 and 32 bits; the 64-bit field as two 32-bit halves.
-        check_eq!(device.accesses, [1, 2, 4, 4, 4]);
+        check_eq!(*device.accesses.borrow(), [1, 2, 4, 4, 4]);
         Ok(())
     }
 );
@@ -122,7 +131,7 @@ ktest!(
         let mut device = ChangingDevice::new(1);
         let sample = check_ok!(read::<Sample>(&mut device, Features::empty()));
         check_eq!(sample.wide, 0x2_0000_0000);
-        check_eq!(device.accesses.len(), 10);
+        check_eq!(device.accesses.borrow().len(), 10);
         Ok(())
     }
 );
@@ -134,7 +143,7 @@ ktest!(
             read::<Sample>(&mut device, Features::empty()),
             Err(BringUpError::ConfigUnstable)
         ));
-        check_eq!(device.accesses.len(), READ_ATTEMPTS * 5);
+        check_eq!(device.accesses.borrow().len(), READ_ATTEMPTS * 5);
         Ok(())
     }
 );

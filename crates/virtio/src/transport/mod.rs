@@ -1,8 +1,16 @@
 //! The hardware access boundary for the device itself: feature bits, queue
 //! registers, notifications, status, config space and interrupts.
 //!
-//! The kernel implements [`Transport`] for virtio-pci (§4.1) and
-//! virtio-mmio (§4.2); host tests implement it over a device model.
+//! The crate implements [`Transport`] for virtio-pci ([`pci`], §4.1) and
+//! virtio-mmio ([`mmio`], §4.2) over a [`RegisterWindow`] the kernel maps;
+//! a kernel may also implement it itself, and host tests implement it over
+//! a device model (the `fake` module).
+
+pub mod mmio;
+pub mod pci;
+mod window;
+
+pub use window::{MmioWindow, RegisterWindow};
 
 use crate::features::Features;
 use crate::hal::PhysAddr;
@@ -40,6 +48,18 @@ bitflags::bitflags! {
 }
 
 /// Access to one VirtIO device's registers.
+///
+/// Methods that only read one register without side effects take `&self`
+/// ([`Transport::status`], [`Transport::config_generation`],
+/// [`Transport::read_config`], [`Transport::has_queue_reset`]), so shared
+/// code (diagnostics, a config reader) needs no exclusive borrow. The
+/// others take `&mut self` because they are register *sequences* that
+/// must not interleave with another CPU's (select a feature word or a
+/// queue, then read or write it: §4.1.4.3, §4.2.2) or because the read
+/// itself changes the device (the ISR status is cleared by reading it,
+/// §4.1.4.5). Kicking a queue without the transport, concurrently with
+/// other queues, goes through a per-queue [`Notifier`]
+/// ([`QueueNotifiers`]).
 ///
 /// # Safety
 ///
@@ -97,7 +117,7 @@ pub unsafe trait Transport {
     /// Sends an available buffer notification for queue `queue` (§2.7.13.4).
     fn notify(&mut self, queue: u16);
     /// Reads the device status.
-    fn status(&mut self) -> DeviceStatus;
+    fn status(&self) -> DeviceStatus;
     /// Writes the device status.
     fn set_status(&mut self, status: DeviceStatus);
     /// Reads `buf.len()` bytes of device config space at `offset`.
@@ -105,22 +125,50 @@ pub unsafe trait Transport {
     /// # Errors
     ///
     /// [`Error::ConfigOutOfRange`] if the range is outside config space.
-    fn read_config(&mut self, offset: usize, buf: &mut [u8]) -> Result;
+    fn read_config(&self, offset: usize, buf: &mut [u8]) -> Result;
     /// Writes `data` to device config space at `offset`.
     ///
     /// # Errors
     ///
     /// [`Error::ConfigOutOfRange`] if the range is outside config space.
     fn write_config(&mut self, offset: usize, data: &[u8]) -> Result;
-    /// Config generation counter (§2.5.1: re-read config until it is stable).
-    fn config_generation(&mut self) -> u32;
-    /// Reads and acknowledges the interrupt cause.
+    /// Config generation counter (§2.5.1: re-read config until it is
+    /// stable; [`crate::config::read_consistent`] does that).
+    fn config_generation(&self) -> u32;
+    /// Reads and acknowledges the interrupt cause. `&mut`: on PCI the read
+    /// itself clears the ISR status (§4.1.4.5); on MMIO it is a read of
+    /// InterruptStatus then a write of InterruptACK (§4.2.2).
     fn ack_interrupt(&mut self) -> InterruptStatus;
+
+    /// Routes configuration-change interrupts to MSI-X table entry `entry`,
+    /// or to none with [`NO_VECTOR`] (§4.1.5.1.2). The default, for
+    /// transports without MSI-X, accepts only `NO_VECTOR`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::VectorRefused`] if the device does not read the entry back
+    /// (it reads `NO_VECTOR` when it cannot use it);
+    /// [`Error::VectorsUnsupported`] without MSI-X.
+    fn set_config_vector(&mut self, entry: u16) -> Result {
+        if entry == NO_VECTOR { Ok(()) } else { Err(Error::VectorsUnsupported) }
+    }
+    /// Routes queue `queue`'s used-buffer interrupts to MSI-X table entry
+    /// `entry`, or to none with [`NO_VECTOR`] (§4.1.5.1.2). A queue reset
+    /// forgets it (§4.1.4.3.2): set it again before
+    /// [`crate::SplitQueue::restart`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Transport::set_config_vector`].
+    fn set_queue_vector(&mut self, queue: u16, entry: u16) -> Result {
+        let _ = queue;
+        if entry == NO_VECTOR { Ok(()) } else { Err(Error::VectorsUnsupported) }
+    }
 
     /// Whether this transport can reset single queues (it has the register
     /// `VIRTIO_F_RING_RESET` needs, e.g. PCI's `queue_reset`, §4.1.4.3).
     /// [`negotiate_features`] accepts `RING_RESET` only if it can.
-    fn has_queue_reset(&mut self) -> bool {
+    fn has_queue_reset(&self) -> bool {
         false
     }
     /// Starts resetting queue `queue` (PCI: select it and write 1 to
@@ -159,6 +207,41 @@ pub unsafe trait Transport {
         }
         Err(Error::DeviceResetTimeout)
     }
+}
+
+/// "No MSI-X vector" (VirtIO 1.2 §4.1.4.3, `VIRTIO_MSI_NO_VECTOR`).
+pub const NO_VECTOR: u16 = 0xffff;
+
+/// Sends the available-buffer notification of one queue (VirtIO 1.2
+/// §2.7.13.4) without borrowing the transport.
+///
+/// [`Transport::notify`] takes `&mut self` because on PCI it selects the
+/// queue before reading its notify offset, so all queues of a device would
+/// kick through one lock. A notifier resolves its doorbell once (PCI: the
+/// address `cap.offset + queue_notify_off * notify_off_multiplier`,
+/// §4.1.4.4; MMIO: `QueueNotify`, §4.2.2) and then rings it with one write
+/// through `&self`, so each queue kicks under its own lock, concurrently
+/// with the others. Use it with [`crate::SplitQueue::kick_with`].
+pub trait Notifier {
+    /// The queue index whose doorbell this is.
+    fn queue(&self) -> u16;
+    /// Sends the notification.
+    fn notify(&self);
+}
+
+/// A transport that hands out per-queue [`Notifier`]s.
+pub trait QueueNotifiers: Transport {
+    /// The notifier type; `Send + Sync` lets it live beside each queue's
+    /// lock on any CPU.
+    type Notifier: Notifier + Send + Sync;
+
+    /// The notifier of queue `queue`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::QueueUnavailable`] if the device has no such queue or its
+    /// doorbell lies outside the notification area.
+    fn notifier(&mut self, queue: u16) -> Result<Self::Notifier>;
 }
 
 /// How many status reads [`Transport::reset`] (and register reads of a

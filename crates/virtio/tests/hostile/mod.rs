@@ -1,8 +1,10 @@
-//! A hostile-device harness shared by the proptest suite and the
-//! `cargo fuzz` target (feature `fuzzing`; not part of the driver API).
+//! A hostile-device harness shared by the proptest suite
+//! (`tests/hostile_device.rs`) and the `cargo fuzz` target
+//! (`fuzz/fuzz_targets/hostile_device.rs`, which includes this file by
+//! path); it uses only the crate's public API.
 //!
-//! Memory is ordinary heap memory with physical address = virtual address,
-//! so the "device" here pokes the rings directly. Besides returning
+//! Memory is ordinary heap memory ([`FakeHal`]) with physical address =
+//! virtual address, so the "device" here pokes the rings directly. Besides returning
 //! requests honestly or with lies, it scribbles garbage over the descriptor
 //! table, the available ring and indirect tables (the driver must not care:
 //! it never reads them back), toggles its suppression state, and resets
@@ -10,136 +12,16 @@
 //! violated invariant of the queue:
 //! - every request `pop_used` returns was in flight, and its length fits;
 //! - an error is only ever reported after the device actually lied;
-//! - after a device error every call fails fast with [`Error::Broken`];
+//! - after a device error every call fails fast with `Error::Broken`;
 //! - a queue reset hands back exactly the requests still in flight.
 
-use alloc::alloc::{Layout, alloc_zeroed, dealloc};
-use alloc::vec::Vec;
-use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, Ordering};
+#![allow(dead_code)]
 
-use crate::queue::split::layout::{RingLayout, VIRTQ_DESC_F_INDIRECT};
-use crate::{
-    DeviceId, DeviceStatus, DmaChain, Error, Features, Hal, InterruptStatus, PAGE_SIZE, PhysAddr,
-    QueueConfig, Result, SplitQueue, Transport, UsedLenPolicy, Virtqueue,
+use vireo_virtio::fake::{Echo, FakeHal, FakeTransport};
+use vireo_virtio::queue::split::layout::{RingLayout, VIRTQ_DESC_F_INDIRECT};
+use vireo_virtio::{
+    Dma, DmaChain, Error, Features, QueueConfig, SplitQueue, Transport, UsedLenPolicy, Virtqueue,
 };
-
-/// Heap-backed [`Hal`] with physical address = virtual address.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct HeapHal;
-
-// SAFETY: allocations come from the global allocator, page aligned, zeroed
-// and exclusively owned until `dma_dealloc`; the "device" in these harnesses
-// accesses them by the same address.
-unsafe impl Hal for HeapHal {
-    fn dma_alloc(&self, pages: usize) -> Option<(PhysAddr, NonNull<u8>)> {
-        let layout = Layout::from_size_align(pages * PAGE_SIZE, PAGE_SIZE).ok()?;
-        // SAFETY: layout has non-zero size (pages >= 1 checked by `Dma`).
-        let p = NonNull::new(unsafe { alloc_zeroed(layout) })?;
-        Some((p.as_ptr() as PhysAddr, p))
-    }
-
-    unsafe fn dma_dealloc(&self, _paddr: PhysAddr, vaddr: NonNull<u8>, pages: usize) {
-        let layout = Layout::from_size_align(pages * PAGE_SIZE, PAGE_SIZE).expect("layout");
-        // SAFETY: caller passes back an allocation made with this layout.
-        unsafe { dealloc(vaddr.as_ptr(), layout) }
-    }
-
-    fn phys_to_virt(&self, paddr: PhysAddr) -> Option<NonNull<u8>> {
-        NonNull::new(paddr as *mut u8)
-    }
-
-    fn virt_to_phys(&self, vaddr: NonNull<u8>) -> Option<PhysAddr> {
-        Some(vaddr.as_ptr() as PhysAddr)
-    }
-}
-
-static NEXT_DEVICE: AtomicU64 = AtomicU64::new(1 << 40);
-
-/// A transport that only records where the ring lives. Each value is its
-/// own device (a fresh [`DeviceId`]); per-queue reset completes at once.
-#[derive(Debug)]
-pub struct RecordingTransport {
-    /// `(size, desc, driver, device)` from the last `queue_set`.
-    pub queue: Option<(u16, PhysAddr, PhysAddr, PhysAddr)>,
-    /// Notifications sent.
-    pub notifies: u64,
-    /// Models a broken device that never completes a reset.
-    pub refuses_reset: bool,
-    /// Queue resets requested.
-    pub queue_resets: u64,
-    id: DeviceId,
-    status: u8,
-}
-
-impl Default for RecordingTransport {
-    fn default() -> Self {
-        Self {
-            queue: None,
-            notifies: 0,
-            refuses_reset: false,
-            queue_resets: 0,
-            id: DeviceId::new(NEXT_DEVICE.fetch_add(1, Ordering::Relaxed)),
-            status: 0,
-        }
-    }
-}
-
-// SAFETY: there is no device behind it: nothing ever accesses the rings, so
-// every reset trivially stops all DMA; ids are unique per value.
-unsafe impl Transport for RecordingTransport {
-    fn device_id(&self) -> DeviceId {
-        self.id
-    }
-    fn read_device_features(&mut self) -> u64 {
-        Features::SUPPORTED_BY_RING.bits()
-    }
-    fn write_driver_features(&mut self, _features: u64) {}
-    fn max_queue_size(&mut self, _queue: u16) -> u16 {
-        32768
-    }
-    fn queue_used(&mut self, _queue: u16) -> bool {
-        false
-    }
-    unsafe fn queue_set(&mut self, _q: u16, size: u16, d: PhysAddr, a: PhysAddr, u: PhysAddr) {
-        self.queue = Some((size, d, a, u));
-    }
-    fn queue_unset(&mut self, _queue: u16) {
-        self.queue = None;
-    }
-    fn notify(&mut self, _queue: u16) {
-        self.notifies += 1;
-    }
-    fn status(&mut self) -> DeviceStatus {
-        DeviceStatus::from_bits_retain(self.status)
-    }
-    fn set_status(&mut self, status: DeviceStatus) {
-        if !(self.refuses_reset && status.is_empty()) {
-            self.status = status.bits();
-        }
-    }
-    fn read_config(&mut self, _offset: usize, _buf: &mut [u8]) -> Result {
-        Err(Error::ConfigOutOfRange)
-    }
-    fn write_config(&mut self, _offset: usize, _data: &[u8]) -> Result {
-        Err(Error::ConfigOutOfRange)
-    }
-    fn config_generation(&mut self) -> u32 {
-        0
-    }
-    fn ack_interrupt(&mut self) -> InterruptStatus {
-        InterruptStatus::empty()
-    }
-    fn has_queue_reset(&mut self) -> bool {
-        true
-    }
-    fn start_queue_reset(&mut self, _queue: u16) {
-        self.queue_resets += 1;
-    }
-    fn queue_reset_done(&mut self, _queue: u16) -> bool {
-        !self.refuses_reset
-    }
-}
 
 struct Bytes<'a>(&'a [u8]);
 impl Bytes<'_> {
@@ -281,12 +163,14 @@ pub fn hostile_device(data: &[u8]) -> Outcome {
     let may_lie = flags & 4 != 0;
     // Bit 3 clamps long lengths instead of breaking the queue.
     let used_len = if flags & 8 != 0 { UsedLenPolicy::Clamp } else { UsedLenPolicy::Strict };
-    let hal = HeapHal;
-    let mut transport = RecordingTransport::default();
+    let hal = FakeHal::new();
+    let mut transport = FakeTransport::new(hal.memory(), Echo, &[32768]);
+    // The harness is the device: notifications only count.
+    transport.set_serves_on_notify(false);
     let config = QueueConfig { index: 0, size, features, indirect_max: size.min(4), used_len };
-    let mut q: SplitQueue<HeapHal, DmaChain<HeapHal, 4>> =
+    let mut q: SplitQueue<FakeHal, DmaChain<FakeHal, 4>> =
         SplitQueue::new(&hal, &mut transport, config).expect("queue setup");
-    let (_, desc, avail, used) = transport.queue.expect("queue_set called");
+    let (_, desc, avail, used) = transport.queue_addresses(0).expect("queue_set called");
     let mut dev = EvilDevice {
         desc: desc as *mut u8,
         avail: avail as *mut u8,
@@ -327,7 +211,7 @@ pub fn hostile_device(data: &[u8]) -> Outcome {
             0..=4 => {
                 let nseg = 1 + usize::from(bytes.u8() % 4);
                 let nread = usize::from(bytes.u8()) % (nseg + 1);
-                let mut chain = DmaChain::new(crate::Dma::new(hal, 1).expect("dma"));
+                let mut chain = DmaChain::new(Dma::new(hal.clone(), 1).expect("dma"));
                 let mut segs = [(0usize, 0usize); 4];
                 for (i, s) in segs.iter_mut().enumerate().take(nseg) {
                     *s = (i * 1024, 1 + usize::from(bytes.u8()));
@@ -410,7 +294,8 @@ pub fn hostile_device(data: &[u8]) -> Outcome {
             }
             _ => {
                 // Reset the queue alone, take everything back, start over.
-                let proof = q.reset_queue(&mut transport).expect("recording transport resets");
+                let proof =
+                    q.reset_queue(&mut transport).expect("the fake transport resets queues");
                 let mut back = Vec::new();
                 let n = q.reclaim(&proof, |t, _| back.push(t.index())).expect("own proof");
                 assert_eq!(n, in_flight.len(), "reclaimed a different number");
@@ -432,107 +317,10 @@ pub fn hostile_device(data: &[u8]) -> Outcome {
         }
     }
     // A device reset hands back exactly the requests still in flight.
-    let proof = transport.reset().expect("the recording transport resets at once");
+    let proof = transport.reset().expect("the fake transport resets at once");
     let mut back = 0;
     q.reclaim(&proof, |_, _| back += 1).expect("proof for this device");
     assert_eq!(back, in_flight.len());
     out.broken = broken;
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::hostile_device;
-    use crate::Error;
-    use proptest::prelude::*;
-
-    proptest! {
-        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
-        #[test]
-        fn honest_device_never_errors(flags in 0u8..4, size in 0u8..6, ops in proptest::collection::vec(any::<u8>(), 0..800)) {
-            let mut data = alloc::vec![size, flags];
-            data.extend_from_slice(&ops);
-            let o = hostile_device(&data);
-            prop_assert!(!o.broken);
-        }
-
-        #[test]
-        fn hostile_device_never_breaks_invariants(data in proptest::collection::vec(any::<u8>(), 0..600)) {
-            let o = hostile_device(&data);
-            prop_assert!(o.popped + o.reclaimed <= o.added);
-        }
-    }
-
-    /// size 4 with lies allowed (flags 4, or 12 to clamp lengths), add one
-    /// 1-segment request (10 writable bytes), then `device` op bytes, then
-    /// two pops.
-    fn run_with(flags: u8, device: &[u8]) -> super::Outcome {
-        let mut d = alloc::vec![2u8, flags, 0, 0, 0, 9];
-        // ops: 0 add, 7 device return, 10 idx lie, 11 pop, 17 queue reset
-        d.extend_from_slice(device);
-        d.extend_from_slice(&[11, 11]);
-        hostile_device(&d)
-    }
-
-    fn run(device: &[u8]) -> super::Outcome {
-        run_with(4, device)
-    }
-
-    #[test]
-    fn honest_return_pops() {
-        let o = run(&[7, 2, 0]);
-        assert_eq!((o.added, o.popped, o.broken, o.error), (1, 1, false, None));
-    }
-
-    #[test]
-    fn free_id_breaks_queue() {
-        // mode 0 = lie: id 3 (a free descriptor), len 0.
-        let o = run(&[7, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0]);
-        assert_eq!((o.popped, o.error), (0, Some(Error::DeviceIdNotInFlight)));
-    }
-
-    #[test]
-    fn id_out_of_range_breaks_queue() {
-        // mode 0 = lie: id 5 >= size 4.
-        let o = run(&[7, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0]);
-        assert_eq!((o.popped, o.error), (0, Some(Error::DeviceIdOutOfRange)));
-    }
-
-    #[test]
-    fn bad_len_breaks_queue() {
-        // mode 0 = lie: id 0 (the head in flight), len 1000 > 10 writable.
-        let o = run(&[7, 0, 0, 0, 0, 0, 0, 0xe8, 3, 0, 0]);
-        assert_eq!((o.popped, o.error), (0, Some(Error::DeviceBadLength)));
-    }
-
-    #[test]
-    fn bad_len_is_clamped_under_clamp_policy() {
-        let o = run_with(12, &[7, 0, 0, 0, 0, 0, 0, 0xe8, 3, 0, 0]);
-        assert_eq!((o.popped, o.broken, o.error), (1, false, None));
-    }
-
-    #[test]
-    fn idx_overrun_breaks_queue() {
-        let o = run(&[10, 5, 0]);
-        assert_eq!((o.popped, o.error), (0, Some(Error::DeviceIdxOverrun)));
-    }
-
-    #[test]
-    fn duplicate_breaks_queue() {
-        // Two requests in flight (heads 0 and 1); the device returns head 0
-        // honestly, the driver pops it, then the device returns head 0
-        // again in the next used slot: one entry for one request still in
-        // flight, so not an overrun but a duplicate.
-        let o = run(&[0, 0, 0, 9, 7, 2, 0, 11, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        assert_eq!((o.added, o.popped, o.error), (2, 1, Some(Error::DeviceIdNotInFlight)));
-    }
-
-    #[test]
-    fn queue_reset_mid_session_hands_back_and_unbreaks() {
-        // A lie breaks the queue; a queue reset reclaims the request and
-        // restarts it; a new request then round-trips.
-        let o = run(&[10, 5, 0, 11, 17, 0, 0, 0, 9, 7, 2, 0]);
-        assert_eq!((o.added, o.popped, o.reclaimed, o.broken), (2, 1, 1, false));
-        assert_eq!(o.error, Some(Error::DeviceIdxOverrun));
-    }
 }
