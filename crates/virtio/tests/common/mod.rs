@@ -101,6 +101,10 @@ pub struct QueueDev {
     reset_done: Mutex<bool>,
     reset_cv: Condvar,
     served: AtomicBool,
+    /// While set, the device takes no new chains (they stay available, in
+    /// flight for the driver): tests use it to have requests a reset must
+    /// hand back, whatever the threads' timing.
+    pub hold: AtomicBool,
 }
 
 impl QueueDev {
@@ -278,7 +282,8 @@ pub fn serve(dev: Arc<Device>, index: u16, hal: GHal, event_idx: bool, jitter: b
             let kicks = qd.kick.get();
             q.disable_notification(mem).unwrap();
             loop {
-                while !qd.reset_pending() {
+                let held = || qd.hold.load(Ordering::SeqCst);
+                while !held() && !qd.reset_pending() {
                     let Some(chain) = q.pop_descriptor_chain(mem) else { break };
                     let head = chain.head_index();
                     let want = answer_chain(mem, chain);
@@ -296,7 +301,8 @@ pub fn serve(dev: Arc<Device>, index: u16, hal: GHal, event_idx: bool, jitter: b
                     break 'programmed;
                 }
                 // Re-enable, then recheck (virtio-queue's enable has the mb).
-                if !q.enable_notification(mem).unwrap() {
+                // Held: wait for the next kick (a reset kicks) instead.
+                if !q.enable_notification(mem).unwrap() || held() {
                     break;
                 }
                 q.disable_notification(mem).unwrap();
