@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::judge::Step;
 
-/// The guest shell's prompt (kernel/src/shell.rs).
+/// The guest shell's prompt (kernel/src/shell/mod.rs).
 pub const PROMPT: &str = "vireo> ";
 
 /// A child process that is killed and reaped on drop.

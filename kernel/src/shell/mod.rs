@@ -22,6 +22,11 @@ enum Arguments {
     None,
     /// At most one word.
     Optional(&'static str),
+    /// The rest of the line, trimmed (`None` when empty); the command parses
+    /// it and prints its own usage on a bad call. The text is the usage shown
+    /// by `help` after the name.
+    #[allow(dead_code, reason = "the blk and demo commands take it")]
+    Rest(&'static str),
 }
 
 struct Command {
@@ -101,6 +106,7 @@ impl Command {
         match self.arguments {
             Arguments::None => String::from(self.name),
             Arguments::Optional(word) => format!("{} [{}]", self.name, word),
+            Arguments::Rest(words) => format!("{} {}", self.name, words),
         }
     }
 }
@@ -137,16 +143,23 @@ pub fn run() -> ! {
 }
 
 fn execute(line: &str) {
+    let line = line.trim();
     let mut words = line.split_whitespace();
     let Some(name) = words.next() else { return };
     let Some(command) = COMMANDS.iter().find(|command| command.name == name) else {
         kprintln!("unknown command '{}'; 'help' lists commands", name);
         return;
     };
+    if let Arguments::Rest(_) = command.arguments {
+        let rest = line[name.len()..].trim();
+        (command.run)(if rest.is_empty() { None } else { Some(rest) });
+        return;
+    }
     let argument = words.next();
     let extra = match command.arguments {
         Arguments::None => argument,
         Arguments::Optional(_) => words.next(),
+        Arguments::Rest(_) => None,
     };
     if let Some(extra) = extra {
         kprintln!("{}: unexpected argument '{}'", name, extra);
