@@ -89,6 +89,9 @@ pub struct Options<'a> {
     /// `bench.secs=<n>`: seconds each timed workload runs (1 by default),
     /// like the Linux peer's `bench_secs`.
     pub bench_secs: u32,
+    /// `mm.canary`: fill every freed frame with a canary and check it
+    /// (`mm::canary`); for hostile-device runs.
+    pub canaries: bool,
     problems: [Option<Problem<'a>>; MAX_PROBLEMS],
     /// Problems beyond the ones kept.
     pub extra_problems: usize,
@@ -105,6 +108,7 @@ impl<'a> Options<'a> {
             test_after: None,
             bench_groups: BenchGroups::ALL,
             bench_secs: 1,
+            canaries: false,
             problems: [None; MAX_PROBLEMS],
             extra_problems: 0,
         };
@@ -135,6 +139,7 @@ impl<'a> Options<'a> {
                 ("ktest.filter", Some(filter)) => options.test_filter = Some(filter),
                 ("ktest.skip", Some(skip)) => options.test_skip = Some(skip),
                 ("ktest.after", Some(after)) => options.test_after = Some(after),
+                ("mm.canary", None) => options.canaries = true,
                 // The platform layer reads these itself (`platform::virtio_mmio`).
                 (crate::platform::virtio_mmio::CMDLINE_KEY, Some(_)) => {}
                 _ => options.report(Problem::UnknownOption(word)),

@@ -75,6 +75,12 @@ extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
     mm::init(info);
     let frames = mm::frame::stats();
     log::info!("memory: {} MiB usable, {} MiB free", frames.usable >> 8, frames.free >> 8);
+    if options.canaries {
+        match mm::frame::set_canaries(true) {
+            Ok(()) => log::info!("mm: canary frames on: freed frames are checked for writes"),
+            Err(_) => log::warn!("mm: no memory for canary marks; canaries stay off"),
+        }
+    }
 
     let platform = acpi::init();
     // The HPET's failure is logged by `init`; calibration does without it.

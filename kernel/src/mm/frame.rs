@@ -7,6 +7,7 @@
 //! kernel image. Freeing a frame that is already free is a kernel bug and
 //! panics.
 
+use super::canary::{self, CanaryStats};
 use super::{OutOfMemory, PAGE_SIZE, PhysAddr, phys_to_virt};
 use crate::arch::boot_info::BootInfo;
 
@@ -19,6 +20,13 @@ struct Bitmap {
     usable_frames: u64,
     /// Where the next single-frame search starts (a word index).
     hint: usize,
+    /// Canary marks, one bit per frame (set = free and holding its canary);
+    /// allocated when canaries are first switched on.
+    marks: Option<&'static mut [u64]>,
+    /// Whether frames freed now get a canary.
+    canaries_on: bool,
+    /// Frames marked now.
+    marked: u64,
 }
 
 impl Bitmap {
@@ -35,6 +43,34 @@ impl Bitmap {
         }
     }
 
+    /// Leaves canary duty for `frame`, which is being handed out: checks
+    /// and unmarks it when it holds a canary.
+    fn take_canary(&mut self, frame: u64) {
+        let Some(marks) = self.marks.as_deref_mut() else { return };
+        let (word, bit) = ((frame / 64) as usize, 1 << (frame % 64));
+        if marks[word] & bit != 0 {
+            marks[word] &= !bit;
+            self.marked -= 1;
+            // SAFETY: the frame is RAM and still free (marked by free_run, not
+            // yet returned to a caller), and the allocator lock is held.
+            unsafe { canary::check(frame) };
+        }
+    }
+
+    /// Gives a frame that was just freed its canary, when canaries are on.
+    fn give_canary(&mut self, frame: u64) {
+        if !self.canaries_on {
+            return;
+        }
+        let Some(marks) = self.marks.as_deref_mut() else { return };
+        let (word, bit) = ((frame / 64) as usize, 1 << (frame % 64));
+        // SAFETY: the frame is RAM and was freed just now, under the allocator
+        // lock the caller holds: its owner gave up every reference to it.
+        unsafe { canary::fill(frame) };
+        marks[word] |= bit;
+        self.marked += 1;
+    }
+
     fn alloc_one(&mut self) -> Option<u64> {
         let count = self.words.len();
         for offset in 0..count {
@@ -48,6 +84,7 @@ impl Bitmap {
                 self.set_used(frame, true);
                 self.free_frames -= 1;
                 self.hint = index;
+                self.take_canary(frame);
                 return Some(frame);
             }
         }
@@ -63,6 +100,7 @@ impl Bitmap {
                 None => {
                     for frame in start..start + count {
                         self.set_used(frame, true);
+                        self.take_canary(frame);
                     }
                     self.free_frames -= count;
                     return Some(start);
@@ -79,6 +117,7 @@ impl Bitmap {
                 "freeing frame {frame:#x} that is not allocated"
             );
             self.set_used(frame, false);
+            self.give_canary(frame);
         }
         self.free_frames += count;
     }
@@ -121,7 +160,16 @@ pub fn init(boot_info: &BootInfo) {
         )
     };
     words.fill(u64::MAX);
-    let mut bitmap = Bitmap { words, frame_count, free_frames: 0, usable_frames: 0, hint: 0 };
+    let mut bitmap = Bitmap {
+        words,
+        frame_count,
+        free_frames: 0,
+        usable_frames: 0,
+        hint: 0,
+        marks: None,
+        canaries_on: false,
+        marked: 0,
+    };
     for region in boot_info.ram_regions() {
         let first = region.start.as_u64().max(LOW_MEMORY_END).div_ceil(PAGE_SIZE);
         let end = region.end().as_u64() / PAGE_SIZE;
@@ -199,6 +247,65 @@ pub fn is_allocated(phys: PhysAddr) -> bool {
         frame < bitmap.frame_count && bitmap.is_used(frame)
     })
 }
+
+/// Switches canary frames on or off (see [`super::canary`]). The first
+/// switch-on takes the mark bitmap from free frames; switching off forgets
+/// every mark (the frames keep their pattern, unchecked).
+///
+/// # Errors
+/// [`OutOfMemory`] when the mark bitmap does not fit.
+pub fn set_canaries(on: bool) -> Result<(), OutOfMemory> {
+    with_bitmap(|bitmap| {
+        if on && bitmap.marks.is_none() {
+            let pages = bitmap.words.len().div_ceil(WORDS_PER_PAGE) as u64;
+            let first = bitmap.alloc_run(pages, 1).ok_or(OutOfMemory)?;
+            let phys = PhysAddr::new(first * PAGE_SIZE);
+            // SAFETY: `pages` frames just taken from the allocator for this
+            // bitmap alone, never freed; RAM, so under the direct map.
+            let marks = unsafe {
+                core::slice::from_raw_parts_mut(
+                    phys_to_virt(phys).as_mut_ptr::<u64>(),
+                    bitmap.words.len(),
+                )
+            };
+            marks.fill(0);
+            bitmap.marks = Some(marks);
+        }
+        if !on && let Some(marks) = bitmap.marks.as_deref_mut() {
+            marks.fill(0);
+            bitmap.marked = 0;
+        }
+        bitmap.canaries_on = on;
+        Ok(())
+    })
+}
+
+/// Checks the canary of every marked free frame now, and returns the
+/// counters (a change found here is counted and logged as on reuse).
+pub fn verify_free() -> CanaryStats {
+    with_bitmap(|bitmap| {
+        if let Some(marks) = bitmap.marks.as_deref() {
+            for (index, &word) in marks.iter().enumerate() {
+                let mut bits = word;
+                while bits != 0 {
+                    let frame = index as u64 * 64 + u64::from(bits.trailing_zeros());
+                    bits &= bits - 1;
+                    // SAFETY: a marked frame is free RAM (marks are cleared
+                    // before a frame is handed out), and the lock is held.
+                    unsafe { canary::check(frame) };
+                }
+            }
+        }
+        canary::stats(bitmap.canaries_on, bitmap.marked)
+    })
+}
+
+/// The canary counters, without checking anything.
+pub fn canary_stats() -> CanaryStats {
+    with_bitmap(|bitmap| canary::stats(bitmap.canaries_on, bitmap.marked))
+}
+
+const WORDS_PER_PAGE: usize = (PAGE_SIZE / 8) as usize;
 
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@
 //! - 320: `MMIO_BASE`, device registers mapped uncached;
 //! - 511: the kernel image at `KERNEL_VMA + phys`.
 
+pub mod canary;
 pub mod dma;
 pub mod frame;
 pub mod heap;

@@ -225,6 +225,18 @@ fn mem() {
         heap.allocation_count,
         heap.claimed_bytes >> 10
     );
+    let canaries = crate::mm::frame::verify_free();
+    if canaries.enabled || canaries.checked > 0 {
+        let first = canaries.first_changed.map(|phys| format!(", first at {:#x}", phys.as_u64()));
+        kprintln!(
+            "canary: {}, {} free frames marked, {} checked, {} changed{}",
+            if canaries.enabled { "on" } else { "off" },
+            canaries.marked,
+            canaries.checked,
+            canaries.changed,
+            first.unwrap_or_default()
+        );
+    }
 }
 
 fn show_log(level: Option<&str>) {

@@ -8,6 +8,12 @@
 //! The honest scenario must also pass every blk test. A lie the backend
 //! never told (the workload never reached it) is a failure too: otherwise a
 //! scenario could pass without testing anything.
+//!
+//! Every hostile boot runs with canary frames (`mm.canary`): each frame the
+//! kernel frees holds a pattern that `mem` checks. Any canary changed by the
+//! `mem` after the lies (the boot runs only blk tests, none of which
+//! scribbles on purpose) means the device wrote to memory the kernel had
+//! given back: the check fails with the frame's address.
 
 use std::time::Duration;
 
@@ -105,18 +111,31 @@ pub fn judge(expect: Expect, record: &Record) -> Result<String, String> {
                 ));
             }
             detail.push_str(&format!(", {lies} lie(s) told"));
-            if let Some(line) = record.backend_log.lines().find(|l| l.contains(STALE_RING)) {
-                // Needs the kernel to say which frames it still owned (canary
-                // frames, issue 10 item 3); until then the runner cannot tell
-                // a harmless stale write from one into reused memory.
-                return Err(format!(
-                    "a late completion was written after the driver moved its ring, and no \
-                     canary check proves the memory was still the driver's ({})",
-                    line.trim()
-                ));
-            }
         }
     }
+    let canaries = |step: &Option<Step>| step.as_ref().and_then(Step::output).and_then(canaries);
+    let (Some(_), Some(after)) = (canaries(&record.mem_before), canaries(&record.mem_after)) else {
+        return Err("`mem` printed no `canary: on, ...` line: the kernel ran without canary \
+                    frames, so a write into freed memory would go unseen"
+            .into());
+    };
+    if after.changed > 0 {
+        return Err(format!(
+            "{} freed frame(s) changed while free (the device wrote to memory the kernel \
+             had given back): {}",
+            after.changed, after.line
+        ));
+    }
+    if let Some(line) = record.backend_log.lines().find(|l| l.contains(STALE_RING)) {
+        // The write went to memory the driver still held (a ring it leaked
+        // or kept) or to a frame reused before it came; canaries rule out
+        // only a write into a frame that was still free.
+        detail.push_str(&format!(
+            ", late write after the ring moved and no freed frame changed ({})",
+            line.trim()
+        ));
+    }
+    detail.push_str(&format!(", {} canaries checked", after.checked));
     if let (Some(before), Some(after)) = (
         record.mem_before.as_ref().and_then(Step::output).and_then(free_frames),
         record.mem_after.as_ref().and_then(Step::output).and_then(free_frames),
@@ -167,6 +186,28 @@ pub fn free_frames(output: &str) -> Option<u64> {
     output.lines().find_map(|l| l.trim().strip_prefix("frames: ")?.split(' ').next()?.parse().ok())
 }
 
+/// The `canary: on, M free frames marked, C checked, X changed` line of
+/// `mem` (kernel/src/shell/mod.rs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Canaries {
+    pub checked: u64,
+    pub changed: u64,
+    pub line: String,
+}
+
+pub fn canaries(output: &str) -> Option<Canaries> {
+    let line = output.lines().map(str::trim).find(|l| l.starts_with("canary: on, "))?;
+    let number_before = |word: &str| {
+        let head = line.split_once(&format!(" {word}"))?.0;
+        head.rsplit(' ').next()?.parse().ok()
+    };
+    Some(Canaries {
+        checked: number_before("checked")?,
+        changed: number_before("changed")?,
+        line: line.into(),
+    })
+}
+
 /// Lies the backend logged: `lie N: ...`, `lie: ...` and `config lie: ...`.
 pub fn lies_told(backend_log: &str) -> usize {
     backend_log
@@ -181,7 +222,10 @@ mod tests {
     use super::*;
 
     const WORKLOAD: &str = "ktest blk\r\ntest a::b ... ok (1 us)\r\nktest: 7 passed, 0 failed\r\n";
-    const MEM: &str = "mem\r\nframes: 100 free of 200 (0 MiB free)\r\nheap: 1 KiB\r\n";
+    const MEM: &str = "mem\r\nframes: 100 free of 200 (0 MiB free)\r\nheap: 1 KiB\r\n\
+                       canary: on, 50 free frames marked, 7 checked, 0 changed\r\n";
+    const MEM_AFTER: &str = "frames: 98 free of 200\n\
+                             canary: on, 48 free frames marked, 9 checked, 0 changed\n";
 
     fn answered(s: &str) -> Option<Step> {
         Some(Step::Answered(s.into()))
@@ -195,7 +239,7 @@ mod tests {
             baseline: answered(WORKLOAD),
             mem_before: answered(MEM),
             workload: answered(WORKLOAD),
-            mem_after: answered("frames: 98 free of 200\n"),
+            mem_after: answered(MEM_AFTER),
             blk_after: answered("unknown command 'blk'; try 'help'\n"),
         }
     }
@@ -233,7 +277,27 @@ mod tests {
         assert!(judge(Expect::SurviveWithErrors, &r).is_ok());
         let mut r = survived();
         r.backend_log.push_str("hostile-blk: late write: ring moved (0x1 -> 0x2); wrote ...\n");
-        assert!(judge(Expect::Survive, &r).unwrap_err().contains("no canary check"));
+        let detail = judge(Expect::Survive, &r).unwrap();
+        assert!(detail.contains("no freed frame changed"), "{detail}");
+    }
+
+    #[test]
+    fn a_changed_canary_or_none_at_all_fails() {
+        let mut r = survived();
+        r.mem_after = answered(
+            "frames: 98 free of 200\ncanary: on, 48 free frames marked, 9 checked, 2 changed, \
+             first at 0x6cb000\n",
+        );
+        let why = judge(Expect::Survive, &r).unwrap_err();
+        assert!(why.contains("2 freed frame(s) changed") && why.contains("0x6cb000"), "{why}");
+        let mut r = survived();
+        r.mem_after = answered("frames: 98 free of 200\n");
+        assert!(judge(Expect::Survive, &r).unwrap_err().contains("without canary frames"));
+        // A change during the pass before the lies counts too.
+        let mut r = survived();
+        r.mem_before = answered("canary: on, 5 free frames marked, 1 checked, 1 changed\n");
+        r.mem_after = answered("canary: on, 5 free frames marked, 9 checked, 1 changed\n");
+        assert!(judge(Expect::Survive, &r).is_err());
     }
 
     #[test]
@@ -264,6 +328,9 @@ mod tests {
         );
         assert_eq!(ktest_summary("nothing"), None);
         assert_eq!(free_frames(MEM), Some(100));
+        let c = canaries(MEM).unwrap();
+        assert_eq!((c.checked, c.changed), (7, 0));
+        assert_eq!(canaries("canary: off, 0 free frames marked, 3 checked, 0 changed"), None);
         assert_eq!(lies_told("hostile-blk: config lie: x\nhostile-blk: lie: y\nlie 3\n"), 2);
     }
 }

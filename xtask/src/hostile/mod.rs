@@ -249,7 +249,9 @@ fn run_one(
     let mut backend_child = Guarded::spawn(cmd, "hostile-blk")?;
     session::wait_for_socket(&socket, &mut backend_child, Duration::from_secs(10))?;
 
-    let standard = q.args_with(DeviceSet::Standard, "", Serial::Stdio);
+    // Canary frames: a device write into memory the kernel freed shows in
+    // `mem` (judge.rs).
+    let standard = q.args_with(DeviceSet::Standard, "mm.canary", Serial::Stdio);
     let mut qemu = Command::new(&q.bin);
     qemu.args(vhost_user_args(&standard, &socket, QUEUES)?).current_dir(&ctx.root);
     qemu.stderr(create(&log("qemu"))?);
@@ -419,7 +421,9 @@ mod tests {
             devices: DeviceSet::Standard,
             extra_args: Vec::new(),
         };
-        let standard = q.args_with(DeviceSet::Standard, "", Serial::Stdio);
+        // Canary frames: a device write into memory the kernel freed shows in
+        // `mem` (judge.rs).
+        let standard = q.args_with(DeviceSet::Standard, "mm.canary", Serial::Stdio);
         let a = vhost_user_args(&standard, Path::new("target/hostile/x.sock"), 4).unwrap();
         let a = a.join(" ");
         assert!(a.contains("-machine q35,memory-backend=mem"), "{a}");
