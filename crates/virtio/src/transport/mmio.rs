@@ -8,29 +8,53 @@ use crate::hal::PhysAddr;
 use crate::reset::DeviceId;
 use crate::{Error, Result};
 
-/// Register offsets (§4.2.2, `VIRTIO_MMIO_*` in Linux's `virtio_mmio.h`).
-mod reg {
+/// Register offsets (§4.2.2, `VIRTIO_MMIO_*` in Linux's `virtio_mmio.h`);
+/// public so that a kernel can point its own doorbell or interrupt handler
+/// at them.
+pub mod reg {
+    /// `MagicValue` (R): [`MMIO_MAGIC`].
     pub const MAGIC_VALUE: usize = 0x000;
+    /// `Version` (R): 2; legacy devices 1.
     pub const VERSION: usize = 0x004;
+    /// `DeviceID` (R): the virtio device type; 0 for an empty slot.
     pub const DEVICE_ID: usize = 0x008;
+    /// `VendorID` (R).
     pub const VENDOR_ID: usize = 0x00c;
+    /// `DeviceFeatures` (R): 32 feature bits, as `DeviceFeaturesSel` picks.
     pub const DEVICE_FEATURES: usize = 0x010;
+    /// `DeviceFeaturesSel` (W).
     pub const DEVICE_FEATURES_SEL: usize = 0x014;
+    /// `DriverFeatures` (W).
     pub const DRIVER_FEATURES: usize = 0x020;
+    /// `DriverFeaturesSel` (W).
     pub const DRIVER_FEATURES_SEL: usize = 0x024;
+    /// `QueueSel` (W): the queue the `Queue*` registers apply to.
     pub const QUEUE_SEL: usize = 0x030;
+    /// `QueueNumMax` (R): the selected queue's largest size; 0 = no queue.
     pub const QUEUE_NUM_MAX: usize = 0x034;
+    /// `QueueNum` (W): the size the driver uses.
     pub const QUEUE_NUM: usize = 0x038;
+    /// `QueueReady` (RW).
     pub const QUEUE_READY: usize = 0x044;
+    /// `QueueNotify` (W): the queue index; needs no select.
     pub const QUEUE_NOTIFY: usize = 0x050;
+    /// `InterruptStatus` (R).
     pub const INTERRUPT_STATUS: usize = 0x060;
+    /// `InterruptACK` (W).
     pub const INTERRUPT_ACK: usize = 0x064;
+    /// `Status` (RW): the device status; writing 0 resets.
     pub const STATUS: usize = 0x070;
+    /// `QueueDescLow` (W); `QueueDescHigh` follows at +4.
     pub const QUEUE_DESC_LOW: usize = 0x080;
+    /// `QueueDriverLow` (W); `QueueDriverHigh` follows at +4.
     pub const QUEUE_DRIVER_LOW: usize = 0x090;
+    /// `QueueDeviceLow` (W); `QueueDeviceHigh` follows at +4.
     pub const QUEUE_DEVICE_LOW: usize = 0x0a0;
+    /// `QueueReset` (RW, VirtIO 1.2).
     pub const QUEUE_RESET: usize = 0x0c0;
+    /// `ConfigGeneration` (R).
     pub const CONFIG_GENERATION: usize = 0x0fc;
+    /// `Config`: the device-specific configuration starts here.
     pub const CONFIG: usize = 0x100;
 }
 
@@ -96,6 +120,11 @@ impl<W: RegisterWindow> MmioTransport<W> {
     /// The `VendorID` register.
     pub fn vendor(&self) -> u32 {
         self.vendor
+    }
+
+    /// The register window (for a kernel's own doorbells or diagnostics).
+    pub fn window(&self) -> &W {
+        &self.window
     }
 
     /// Selects queue `queue` (§4.2.2 `QueueSel`).
@@ -195,11 +224,7 @@ unsafe impl<W: RegisterWindow> Transport for MmioTransport<W> {
     }
 
     fn ack_interrupt(&mut self) -> InterruptStatus {
-        // §4.2.2: read the cause, then acknowledge exactly those bits.
-        let bits = self.window.read_u32(reg::INTERRUPT_STATUS);
-        let status = InterruptStatus::from_bits_truncate(bits);
-        self.window.write_u32(reg::INTERRUPT_ACK, status.bits());
-        status
+        acknowledge_interrupt(&self.window)
     }
 
     fn has_queue_reset(&self) -> bool {
@@ -217,6 +242,19 @@ unsafe impl<W: RegisterWindow> Transport for MmioTransport<W> {
         self.select(queue);
         self.window.read_u32(reg::QUEUE_RESET) == 0 && self.window.read_u32(reg::QUEUE_READY) == 0
     }
+}
+
+/// Reads and acknowledges a device's interrupt causes (§4.2.3.3: read
+/// `InterruptStatus`, write the handled bits to `InterruptACK`, which lowers
+/// the line); undefined bits are neither reported nor written back
+/// (§4.2.2.2). A free function so that an interrupt handler can use it with
+/// a copy of the window, without the transport.
+pub fn acknowledge_interrupt<W: RegisterWindow>(window: &W) -> InterruptStatus {
+    let status = InterruptStatus::from_bits_truncate(window.read_u32(reg::INTERRUPT_STATUS));
+    if !status.is_empty() {
+        window.write_u32(reg::INTERRUPT_ACK, status.bits());
+    }
+    status
 }
 
 /// Rings one virtio-mmio queue: a write of its index to `QueueNotify`,

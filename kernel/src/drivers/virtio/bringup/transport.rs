@@ -6,7 +6,7 @@
 //! a real device misbehave.
 
 use super::super::mmio::MmioError;
-use super::super::mmio::window::{InterruptAck, KernelMmio};
+use super::super::mmio::window::{self as mmio_window, InterruptAck, KernelMmio};
 use super::super::pci::{QueueNotifier, VirtioPci, VirtioPciError};
 use vireo_virtio::{DeviceId, DeviceStatus, InterruptStatus, Transport};
 
@@ -50,10 +50,10 @@ impl BringUpTransport for VirtioPci {
 
 impl BringUpTransport for KernelMmio {
     fn num_queues(&mut self) -> u16 {
-        KernelMmio::num_queues(self)
+        mmio_window::num_queues(self)
     }
     fn queue_notifier(&mut self, queue: u16) -> Option<QueueNotifier> {
-        Some(KernelMmio::queue_notifier(self, queue))
+        Some(mmio_window::queue_notifier(self, queue))
     }
     fn set_config_msix_vector(&mut self, _: u16) -> bool {
         false
@@ -62,7 +62,7 @@ impl BringUpTransport for KernelMmio {
         false
     }
     fn interrupt_ack(&self) -> Option<InterruptAck> {
-        Some(KernelMmio::interrupt_ack(self))
+        Some(mmio_window::interrupt_ack(self))
     }
 }
 
@@ -108,7 +108,8 @@ macro_rules! forward {
 }
 
 // SAFETY: every method forwards to `VirtioPci` or `KernelMmio`, which both
-// keep the trait's promises: their ids cannot collide (PCI ids are packed
+// keep the trait's promises (`has_queue_reset` may only say less: a false
+// there only keeps queue resets from being used): their ids cannot collide (PCI ids are packed
 // addresses below 2^32, virtio-mmio ids carry bit 63), `reset` is the
 // trait's own here and there, queue resets and `queue_set` forward
 // unchanged.
@@ -157,7 +158,14 @@ unsafe impl Transport for KernelTransport {
         forward!(self, t => t.ack_interrupt())
     }
     fn has_queue_reset(&self) -> bool {
-        forward!(self, t => t.has_queue_reset())
+        match self {
+            KernelTransport::Pci(t) => t.has_queue_reset(),
+            // QEMU 7.2 offers VIRTIO_F_RING_RESET on virtio-mmio, but a reset
+            // started through `QueueReset` (§4.2.2) never completes there
+            // (the blk and gpu queue-reset tests timed out on microvm), so
+            // the kernel does not negotiate it on this transport.
+            KernelTransport::Mmio(_) => false,
+        }
     }
     fn start_queue_reset(&mut self, queue: u16) {
         forward!(self, t => t.start_queue_reset(queue))

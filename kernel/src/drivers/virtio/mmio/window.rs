@@ -1,14 +1,17 @@
 //! The kernel's side of virtio-mmio: each window the platform lists
-//! (`platform::virtio_mmio`) mapped uncached once, probed, and handed out
-//! as a [`RegisterWindow`]; the queue notifiers and the interrupt
-//! acknowledgement a running device needs without its transport.
+//! (`platform::virtio_mmio`) mapped uncached once, probed with the crate's
+//! [`MmioTransport`], and handed out as a [`RegisterWindow`]; the queue
+//! notifiers and the interrupt acknowledgement a running device needs
+//! without its transport.
 
-use super::{MmioError, RegisterWindow, VirtioMmio, reg};
+use super::MmioError;
 use crate::drivers::virtio::notifier::QueueNotifier;
 use crate::mm::mmio::{self, MmioRegion};
 use crate::platform::virtio_mmio::{self as slots, Slot};
 use alloc::vec::Vec;
-use vireo_virtio::InterruptStatus;
+use vireo_virtio::transport::RegisterWindow;
+use vireo_virtio::transport::mmio::{MmioTransport, acknowledge_interrupt, reg};
+use vireo_virtio::{DeviceId, InterruptStatus, Transport};
 
 /// A mapped virtio-mmio window. Accesses outside it, or misaligned, read
 /// as all ones and write nothing.
@@ -44,15 +47,22 @@ impl KernelWindow {
 /// a virtio-pci one (a packed PCI address, below 2^32).
 const MMIO_DEVICE_ID_TAG: u64 = 1 << 63;
 
-// SAFETY: the region is an uncached mapping of the device's window, never
-// unmapped; `pointer` keeps every access inside it and aligned. The id is
-// the window's physical base, tagged: one device per base, and `devices`
-// maps each base once and hands out copies of that window.
-unsafe impl RegisterWindow for KernelWindow {
-    fn device_id(&self) -> vireo_virtio::DeviceId {
-        vireo_virtio::DeviceId::new(MMIO_DEVICE_ID_TAG | self.region.phys().as_u64())
+impl KernelWindow {
+    /// The device behind this window: its physical base, tagged. One device
+    /// per base, and `devices` maps each base once and hands out copies of
+    /// that window, so the id names the device as `Transport::device_id`
+    /// requires.
+    fn device_id(&self) -> DeviceId {
+        DeviceId::new(MMIO_DEVICE_ID_TAG | self.region.phys().as_u64())
     }
-    fn len_bytes(&self) -> usize {
+}
+
+// SAFETY: the region is an uncached mapping of the device's window, never
+// unmapped; `pointer` keeps every access inside it and aligned (outside:
+// reads all-ones, writes dropped), one volatile access each. x86 is
+// little-endian, as the registers are.
+unsafe impl RegisterWindow for KernelWindow {
+    fn len(&self) -> usize {
         self.region.len_bytes()
     }
     fn read_u8(&self, offset: usize) -> u8 {
@@ -75,23 +85,34 @@ unsafe impl RegisterWindow for KernelWindow {
     }
 }
 
-/// The kernel's virtio-mmio transport.
-pub type KernelMmio = VirtioMmio<KernelWindow>;
+/// The kernel's virtio-mmio transport: the crate's, over a kernel window.
+pub type KernelMmio = MmioTransport<KernelWindow>;
 
-impl KernelMmio {
-    /// A notifier for `queue`: `QueueNotify` takes any queue's index.
-    pub fn queue_notifier(&self, queue: u16) -> QueueNotifier {
-        let address = self.window().region.virt() + reg::QUEUE_NOTIFY as u64;
-        // SAFETY: `QueueNotify` is an aligned u32 register inside the
-        // window (`new` checked it holds the control registers), which
-        // stays mapped.
-        unsafe { QueueNotifier::new_u32(address, queue) }
-    }
+/// Queues probed at most when counting them: a device that offers every
+/// index cannot make the count loop for long. QEMU's limit
+/// (`VIRTIO_QUEUE_MAX`) is the same.
+pub const MAX_QUEUES: u16 = 1024;
 
-    /// The handle a shared-line interrupt handler acknowledges with.
-    pub fn interrupt_ack(&self) -> InterruptAck {
-        InterruptAck { window: *self.window() }
-    }
+/// Queues the device has: the indices from 0 whose `QueueNumMax` is nonzero
+/// (virtio-mmio has no queue count register, §4.2.2), at most
+/// [`MAX_QUEUES`].
+pub fn num_queues(transport: &mut KernelMmio) -> u16 {
+    (0..MAX_QUEUES).find(|&queue| transport.max_queue_size(queue) == 0).unwrap_or(MAX_QUEUES)
+}
+
+/// A notifier for `queue`: `QueueNotify` takes any queue's index without a
+/// select (§4.2.3.4), so notifiers of one device may ring at once.
+pub fn queue_notifier(transport: &KernelMmio, queue: u16) -> QueueNotifier {
+    let address = transport.window().region.virt() + reg::QUEUE_NOTIFY as u64;
+    // SAFETY: `QueueNotify` is an aligned u32 register inside the window
+    // (`MmioTransport::new` checked it holds the control registers), which
+    // stays mapped.
+    unsafe { QueueNotifier::new_u32(address, queue) }
+}
+
+/// The handle a shared-line interrupt handler acknowledges with.
+pub fn interrupt_ack(transport: &KernelMmio) -> InterruptAck {
+    InterruptAck { window: *transport.window() }
 }
 
 /// Reads and acknowledges one device's interrupt causes from its handler
@@ -104,7 +125,7 @@ pub struct InterruptAck {
 impl InterruptAck {
     /// The causes, now acknowledged.
     pub fn acknowledge(&self) -> InterruptStatus {
-        super::acknowledge_interrupt(&self.window)
+        acknowledge_interrupt(&self.window)
     }
 }
 
@@ -124,7 +145,7 @@ impl MmioDevice {
     /// # Errors
     /// [`MmioError`] if the window stopped holding a version-2 device.
     pub fn transport(&self) -> Result<KernelMmio, MmioError> {
-        VirtioMmio::new(self.window)
+        MmioTransport::new(self.window, self.window.device_id())
     }
 }
 
@@ -146,19 +167,19 @@ pub fn devices() -> &'static [MmioDevice] {
                 }
             };
             let window = KernelWindow { region };
-            match VirtioMmio::new(window) {
+            match MmioTransport::new(window, window.device_id()) {
                 Ok(transport) => {
                     log::info!(
                         "virtio-mmio: {phys:#x} (from {:?}): device type {}, vendor {:#x}, GSI {:?}",
                         slot.origin,
                         transport.device_type(),
-                        transport.vendor_id(),
+                        transport.vendor(),
                         slot.interrupt.map(|irq| irq.gsi)
                     );
                     found.push(MmioDevice { slot, device_type: transport.device_type(), window });
                 }
                 Err(MmioError::NoDevice) => {}
-                Err(MmioError::Legacy) => log::warn!(
+                Err(MmioError::UnsupportedVersion(1)) => log::warn!(
                     "virtio-mmio: {phys:#x}: legacy device (version 1) skipped: vireo drives \
                      virtio-mmio version 2 only (VirtIO 1.2 §4.2; QEMU: -global \
                      virtio-mmio.force-legacy=false)"
