@@ -356,6 +356,20 @@ pub struct PciNotifier<W> {
     queue: u16,
 }
 
+impl<W> PciNotifier<W> {
+    /// The notify window the doorbell is in.
+    pub fn window(&self) -> &W {
+        &self.window
+    }
+
+    /// The doorbell's offset in [`PciNotifier::window`]: inside it and
+    /// 2-aligned (checked when the notifier was made), for a kernel that
+    /// rings it through its own mapping.
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+}
+
 impl<W: RegisterWindow> Notifier for PciNotifier<W> {
     fn queue(&self) -> u16 {
         self.queue

@@ -16,3 +16,4 @@ pub mod hal;
 pub mod mmio;
 pub mod notifier;
 pub mod pci;
+pub mod window;

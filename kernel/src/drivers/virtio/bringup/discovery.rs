@@ -5,7 +5,7 @@
 use super::VirtioDriver;
 use super::transport::{KernelTransport, TransportError};
 use crate::drivers::virtio::mmio::window::{self, MmioDevice};
-use crate::drivers::virtio::pci::{self, VirtioPci, VirtioPciError};
+use crate::drivers::virtio::pci::{self, VirtioPciError};
 use crate::platform::apic::{Polarity, TriggerMode};
 use crate::platform::pci::Function;
 
@@ -44,7 +44,7 @@ impl Location {
     pub fn open(self) -> Result<KernelTransport, TransportError> {
         match self {
             Location::Pci(function) => {
-                VirtioPci::new(function).map(KernelTransport::Pci).map_err(TransportError::Pci)
+                pci::open(function).map(KernelTransport::Pci).map_err(TransportError::Pci)
             }
             Location::Mmio(device) => {
                 device.transport().map(KernelTransport::Mmio).map_err(TransportError::Mmio)

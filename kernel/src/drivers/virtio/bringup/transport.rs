@@ -7,7 +7,7 @@
 
 use super::super::mmio::MmioError;
 use super::super::mmio::window::{self as mmio_window, InterruptAck, KernelMmio};
-use super::super::pci::{QueueNotifier, VirtioPci, VirtioPciError};
+use super::super::pci::{self, QueueNotifier, VirtioPci, VirtioPciError};
 use vireo_virtio::{DeviceId, DeviceStatus, InterruptStatus, Transport};
 
 /// A transport as bring-up drives it.
@@ -35,13 +35,13 @@ impl BringUpTransport for VirtioPci {
         VirtioPci::num_queues(self)
     }
     fn queue_notifier(&mut self, queue: u16) -> Option<QueueNotifier> {
-        VirtioPci::queue_notifier(self, queue)
+        pci::queue_notifier(self, queue)
     }
     fn set_config_msix_vector(&mut self, entry: u16) -> bool {
-        VirtioPci::set_config_msix_vector(self, entry)
+        Transport::set_config_vector(self, entry).is_ok()
     }
     fn set_queue_msix_vector(&mut self, queue: u16, entry: u16) -> bool {
-        VirtioPci::set_queue_msix_vector(self, queue, entry)
+        Transport::set_queue_vector(self, queue, entry).is_ok()
     }
     fn interrupt_ack(&self) -> Option<InterruptAck> {
         None
@@ -53,7 +53,7 @@ impl BringUpTransport for KernelMmio {
         mmio_window::num_queues(self)
     }
     fn queue_notifier(&mut self, queue: u16) -> Option<QueueNotifier> {
-        Some(mmio_window::queue_notifier(self, queue))
+        mmio_window::queue_notifier(self, queue)
     }
     fn set_config_msix_vector(&mut self, _: u16) -> bool {
         false

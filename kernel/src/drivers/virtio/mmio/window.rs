@@ -6,83 +6,21 @@
 
 use super::MmioError;
 use crate::drivers::virtio::notifier::QueueNotifier;
-use crate::mm::mmio::{self, MmioRegion};
+use crate::drivers::virtio::window::KernelWindow;
+use crate::mm::mmio;
 use crate::platform::virtio_mmio::{self as slots, Slot};
 use alloc::vec::Vec;
-use vireo_virtio::transport::RegisterWindow;
 use vireo_virtio::transport::mmio::{MmioTransport, acknowledge_interrupt, reg};
 use vireo_virtio::{DeviceId, InterruptStatus, Transport};
 
-/// A mapped virtio-mmio window. Accesses outside it, or misaligned, read
-/// as all ones and write nothing.
-#[derive(Debug, Clone, Copy)]
-pub struct KernelWindow {
-    region: MmioRegion,
-}
-
-impl KernelWindow {
-    fn pointer<T>(&self, offset: usize) -> Option<*mut T> {
-        let fits = offset.is_multiple_of(size_of::<T>())
-            && offset.checked_add(size_of::<T>()).is_some_and(|end| end <= self.region.len_bytes());
-        fits.then(|| (self.region.virt() + offset as u64).as_mut_ptr())
-    }
-
-    fn read<T: Copy + Default + core::ops::Not<Output = T>>(&self, offset: usize) -> T {
-        match self.pointer::<T>(offset) {
-            // SAFETY: inside the mapped, uncached window (checked), aligned.
-            Some(pointer) => unsafe { pointer.read_volatile() },
-            None => !T::default(),
-        }
-    }
-
-    fn write<T: Copy>(&self, offset: usize, value: T) {
-        if let Some(pointer) = self.pointer::<T>(offset) {
-            // SAFETY: inside the mapped, uncached window (checked), aligned.
-            unsafe { pointer.write_volatile(value) };
-        }
-    }
-}
-
 /// Tags a virtio-mmio device id (its physical base) so that it never equals
-/// a virtio-pci one (a packed PCI address, below 2^32).
+/// a virtio-pci one (a packed PCI address, below 2^32). One device per base,
+/// and `devices` maps each base once and hands out copies of that window, so
+/// the id names the device as `Transport::device_id` requires.
 const MMIO_DEVICE_ID_TAG: u64 = 1 << 63;
 
-impl KernelWindow {
-    /// The device behind this window: its physical base, tagged. One device
-    /// per base, and `devices` maps each base once and hands out copies of
-    /// that window, so the id names the device as `Transport::device_id`
-    /// requires.
-    fn device_id(&self) -> DeviceId {
-        DeviceId::new(MMIO_DEVICE_ID_TAG | self.region.phys().as_u64())
-    }
-}
-
-// SAFETY: the region is an uncached mapping of the device's window, never
-// unmapped; `pointer` keeps every access inside it and aligned (outside:
-// reads all-ones, writes dropped), one volatile access each. x86 is
-// little-endian, as the registers are.
-unsafe impl RegisterWindow for KernelWindow {
-    fn len(&self) -> usize {
-        self.region.len_bytes()
-    }
-    fn read_u8(&self, offset: usize) -> u8 {
-        self.read(offset)
-    }
-    fn read_u16(&self, offset: usize) -> u16 {
-        self.read(offset)
-    }
-    fn read_u32(&self, offset: usize) -> u32 {
-        self.read(offset)
-    }
-    fn write_u8(&self, offset: usize, value: u8) {
-        self.write(offset, value);
-    }
-    fn write_u16(&self, offset: usize, value: u16) {
-        self.write(offset, value);
-    }
-    fn write_u32(&self, offset: usize, value: u32) {
-        self.write(offset, value);
-    }
+fn device_id(window: &KernelWindow) -> DeviceId {
+    DeviceId::new(MMIO_DEVICE_ID_TAG | window.region().phys().as_u64())
 }
 
 /// The kernel's virtio-mmio transport: the crate's, over a kernel window.
@@ -102,12 +40,13 @@ pub fn num_queues(transport: &mut KernelMmio) -> u16 {
 
 /// A notifier for `queue`: `QueueNotify` takes any queue's index without a
 /// select (§4.2.3.4), so notifiers of one device may ring at once.
-pub fn queue_notifier(transport: &KernelMmio, queue: u16) -> QueueNotifier {
-    let address = transport.window().region.virt() + reg::QUEUE_NOTIFY as u64;
+/// (`None` cannot happen: `MmioTransport::new` checked that the window
+/// holds the control registers.)
+pub fn queue_notifier(transport: &KernelMmio, queue: u16) -> Option<QueueNotifier> {
+    let address = transport.window().register(reg::QUEUE_NOTIFY, 4)?;
     // SAFETY: `QueueNotify` is an aligned u32 register inside the window
-    // (`MmioTransport::new` checked it holds the control registers), which
-    // stays mapped.
-    unsafe { QueueNotifier::new_u32(address, queue) }
+    // (checked just now), which stays mapped.
+    Some(unsafe { QueueNotifier::new_u32(address, queue) })
 }
 
 /// The handle a shared-line interrupt handler acknowledges with.
@@ -145,7 +84,7 @@ impl MmioDevice {
     /// # Errors
     /// [`MmioError`] if the window stopped holding a version-2 device.
     pub fn transport(&self) -> Result<KernelMmio, MmioError> {
-        MmioTransport::new(self.window, self.window.device_id())
+        MmioTransport::new(self.window, device_id(&self.window))
     }
 }
 
@@ -166,8 +105,8 @@ pub fn devices() -> &'static [MmioDevice] {
                     continue;
                 }
             };
-            let window = KernelWindow { region };
-            match MmioTransport::new(window, window.device_id()) {
+            let window = KernelWindow::new(region);
+            match MmioTransport::new(window, device_id(&window)) {
                 Ok(transport) => {
                     log::info!(
                         "virtio-mmio: {phys:#x} (from {:?}): device type {}, vendor {:#x}, GSI {:?}",
