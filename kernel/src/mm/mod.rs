@@ -8,6 +8,7 @@
 //! - 511: the kernel image at `KERNEL_VMA + phys`.
 
 pub mod canary;
+mod canary_tests;
 pub mod dma;
 pub mod frame;
 pub mod heap;
