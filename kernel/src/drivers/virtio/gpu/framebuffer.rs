@@ -71,7 +71,18 @@ impl Framebuffer {
     /// # Errors
     /// [`GpuDeviceError`] from the device or for lack of memory.
     pub fn new(device: &'static GpuDevice) -> Result<Self, GpuDeviceError> {
-        let scanout = device.scanout();
+        Self::with_mode(device, device.scanout())
+    }
+
+    /// Like [`Framebuffer::new`] at another mode: `scanout.rect` is the
+    /// resource's size and what the scanout shows (a mode change driven by
+    /// the guest).
+    ///
+    /// # Errors
+    /// [`GpuDeviceError::BadMode`] for an empty or huge mode, else as
+    /// [`Framebuffer::new`].
+    pub fn with_mode(device: &'static GpuDevice, scanout: Scanout) -> Result<Self, GpuDeviceError> {
+        let scanout = Scanout { rect: Rect { x: 0, y: 0, ..scanout.rect }, ..scanout };
         let Rect { width, height, .. } = scanout.rect;
         super::check_mode(scanout.rect)?;
         let frame_bytes = width as usize * height as usize * 4;
@@ -115,6 +126,20 @@ impl Framebuffer {
     /// The scanout shown on.
     pub fn scanout(&self) -> Scanout {
         self.scanout
+    }
+
+    /// Puts this framebuffer back on its scanout (after another one was
+    /// shown there) and flushes all of it.
+    ///
+    /// # Errors
+    /// The device's error.
+    pub fn show(&mut self) -> Result<(), GpuDeviceError> {
+        self.wait_idle()?;
+        let (full, resource) = (self.full(), self.resource);
+        let show = protocol::SetScanout { rect: full, scanout: self.scanout.id, resource };
+        self.device.execute(&show, false)?;
+        self.device.execute(&protocol::ResourceFlush { rect: full, resource }, false)?;
+        Ok(())
     }
 
     /// Counters so far.

@@ -13,6 +13,7 @@ pub mod protocol;
 mod backing;
 mod control;
 mod cursor;
+mod display;
 mod frame_tests;
 mod framebuffer;
 mod tests;
@@ -51,6 +52,7 @@ impl VirtioDriver for GpuDriver {
     const REQUIRED: Features = Features::empty();
     const OPTIONAL: Features =
         Features::EVENT_IDX.union(Features::RING_RESET).union(Features::from_bits_retain(F_EDID));
+    const ON_CONFIG_CHANGE: Option<fn()> = Some(display::on_config_change);
     type Config = GpuConfig;
     type Buffers = DmaChain<super::hal::KernelHal, 2>;
 
