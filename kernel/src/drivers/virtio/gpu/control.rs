@@ -133,7 +133,7 @@ fn response_offset(page: &Page) -> usize {
     page.region().len() - 4096 + RESPONSE_OFFSET
 }
 
-/// Writes `request` into `page` with `sequence`, clears the response area
+/// Writes `request` into `page` with `sequence`, clears the response header
 /// (a stale answer from the page's last use must never pass for a new
 /// one), and lays out its two segments.
 pub(super) fn prepare(
@@ -149,7 +149,9 @@ pub(super) fn prepare(
         request.encode(&mut encoder);
         encoder.len()
     };
-    bytes[response..response + RESPONSE_BYTES].fill(0);
+    // The header is what says whether (and what) the device answered;
+    // decoders read past it only as far as the written length reaches.
+    bytes[response..response + protocol::HEADER_BYTES].fill(0);
     let end = bytes.len();
     bytes[end - 8..].copy_from_slice(&sequence.to_le_bytes());
     page.set_segments(&[(0, command_len)], &[(response, RESPONSE_BYTES)])

@@ -198,3 +198,83 @@ ktest!(
         Ok(())
     }
 );
+
+ktest!(
+    fn a_framebuffer_at_another_mode_and_back() {
+        let device = gpu()?;
+        let mut console = check_ok!(Framebuffer::new(device));
+        let mut scanout = device.scanout();
+        scanout.rect = rect(0, 0, 640, 480);
+        let mut small = check_ok!(Framebuffer::with_mode(device, scanout));
+        check_eq!(small.full(), rect(0, 0, 640, 480));
+        check_ok!(small.back_pixels()).fill(0x0000_00ff);
+        check_ok!(small.present(rect(0, 0, 640, 480)));
+        check_ok!(small.wait_idle());
+        drop(small);
+        check_ok!(console.show());
+        // A mode of no size, or beyond 8192, is refused before the device
+        // sees it.
+        scanout.rect = rect(0, 0, 0, 480);
+        check_eq!(Framebuffer::with_mode(device, scanout).err(), Some(GpuDeviceError::BadMode));
+        scanout.rect = rect(0, 0, 9000, 480);
+        check_eq!(Framebuffer::with_mode(device, scanout).err(), Some(GpuDeviceError::BadMode));
+        Ok(())
+    }
+);
+
+ktest!(
+    fn a_long_scatter_list_goes_in_a_command_of_its_own() {
+        let device = gpu()?;
+        // 300 pages named one by one: 16 bytes each, more than a pooled
+        // page's command area holds.
+        let backing = check_ok!(super::Backing::new(300 * 4096));
+        let entries: alloc::vec::Vec<(u64, u32)> = backing
+            .entries()
+            .iter()
+            .flat_map(|&(start, len)| {
+                (0..u64::from(len) / 4096).map(move |page| (start + page * 4096, 4096))
+            })
+            .collect();
+        check_eq!(entries.len(), 300);
+        let attach = super::protocol::AttachBacking { resource: 0, entries: &entries };
+        check!(super::EncodeRequest::extra_bytes(&attach) > 0);
+        let resource = device.new_resource_id();
+        let format = super::protocol::FORMAT_B8G8R8X8;
+        let create =
+            super::protocol::ResourceCreate2d { resource, format, width: 320, height: 240 };
+        check_ok!(device.execute(&create, false));
+        let attach = super::protocol::AttachBacking { resource, entries: &entries };
+        let attached = device.execute(&attach, false);
+        let detached = device.execute(&super::protocol::DetachBacking { resource }, false);
+        let unref = device.execute(&super::protocol::ResourceUnref { resource }, false);
+        check_ok!(attached);
+        check_ok!(detached);
+        check_ok!(unref);
+        drop(backing);
+        Ok(())
+    }
+);
+
+ktest!(
+    fn no_display_event_means_no_mode_change() {
+        let device = gpu()?;
+        // No change was signalled during the tests: nothing to follow.
+        check_eq!(check_ok!(device.take_display_change()), None);
+        check_eq!(device.scanout().rect, device.display());
+        Ok(())
+    }
+);
+
+ktest!(
+    fn errors_of_frames_in_flight_surface_at_the_next_call() {
+        let device = gpu()?;
+        let mut fb = check_ok!(Framebuffer::new(device));
+        check_ok!(fb.back_pixels());
+        check_ok!(fb.present(rect(0, 0, 4, 4)));
+        check_ok!(fb.wait_idle());
+        // A second wait has nothing left to report.
+        check_ok!(fb.wait_idle());
+        check_eq!(fb.frames_in_flight(), 0);
+        Ok(())
+    }
+);

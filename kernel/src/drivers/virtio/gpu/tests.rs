@@ -162,9 +162,9 @@ ktest!(
         // pass the old answer off as new.
         let mut page = check_ok!(device.control.lock().pages.pop().ok_or("empty pool"));
         let at = super::control::RESPONSE_OFFSET;
-        page.region_mut()[at..at + 64].fill(0xab);
+        page.region_mut()[at..at + 24].fill(0xab);
         let prepared = super::control::prepare(&mut page, &protocol::GetDisplayInfo, None, 77);
-        let cleared = page.region()[at..at + 64].iter().all(|&b| b == 0);
+        let cleared = page.region()[at..at + 24].iter().all(|&b| b == 0);
         let sequence = super::control::sequence_of(&page);
         device.control.lock().pages.push(page);
         check_ok!(prepared);

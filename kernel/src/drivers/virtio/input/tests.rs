@@ -112,3 +112,15 @@ ktest!(
         Ok(())
     }
 );
+
+ktest!(
+    fn reading_with_nothing_typed_returns_nothing() {
+        let Some(device) = super::device() else {
+            return crate::ktest::skip("no virtio-input device");
+        };
+        while device.read_byte().is_some() {}
+        check_eq!(device.read_byte(), None);
+        check_eq!(device.stats().dropped_bytes, 0);
+        Ok(())
+    }
+);
