@@ -7,12 +7,12 @@ ARGS ?=
 QEMU := qemu-system-x86_64
 QEMU_PKG_INSTALL := apt-get update && apt-get install -y --no-install-recommends qemu-system-x86
 
-.PHONY: build run test boot-log debug bench clean help ensure-qemu
+.PHONY: build run test boot-log debug bench screenshot clean help ensure-qemu
 
 build:
 	$(CARGO) xtask build $(ARGS)
 
-run test boot-log debug bench: ensure-qemu
+run test boot-log debug bench screenshot: ensure-qemu
 	$(CARGO) xtask $@ $(ARGS)
 
 clean:
@@ -27,11 +27,13 @@ help:
 	@echo '  boot-log  boot once until the kernel is ready; serial log in target/boot.log'
 	@echo '  debug     start QEMU halted with a gdb stub on :1234 and print how to attach'
 	@echo '  bench     host ring benchmark, then the kernel benchmarks (ARGS=--peer: vs Linux)'
+	@echo '  screenshot boot the shell and write target/screenshot.png of its screen'
 	@echo '  clean     cargo clean'
 	@echo '  help      this list'
 	@echo ''
 	@echo 'Examples:'
 	@echo '  make run ARGS="--smp 4"                     4 vCPUs (1 to 64)'
+	@echo '  make run ARGS=--vnc                         screen on VNC 127.0.0.1:5900 (a window if DISPLAY is set)'
 	@echo "  make run ARGS='--append \"log=debug\"'        extra kernel command line"
 	@echo '  make run ARGS="-v -- -d int"                print the QEMU command; pass QEMU arguments'
 	@echo '  make test ARGS="--filter sched:: --smp 2"   only matching in-kernel tests, 2 vCPUs'

@@ -101,6 +101,7 @@ extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
     pci::init();
     drivers::virtio::blk::init();
     drivers::virtio::gpu::init();
+    drivers::virtio::input::init();
     log::info!("boot: ready in {} us", time::uptime_us());
 
     match options.mode {
@@ -120,7 +121,13 @@ extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
             exit_qemu(ExitCode::Success)
         }
         Mode::PanicSelfTest => panic_while_others_log(),
-        Mode::Shell => shell::run(),
+        Mode::Shell => {
+            // The window shows the log and the shell too (serial stays).
+            if let Err(error) = klog::screen::start() {
+                log::info!("console: serial only ({error:?})");
+            }
+            shell::run()
+        }
     }
 }
 

@@ -56,10 +56,18 @@ impl StopAt {
 }
 
 impl Ctx {
-    pub fn run(&self, b: &BootArgs, timeout: Option<u64>) -> Result<String, Failure> {
+    pub fn run(
+        &self,
+        b: &BootArgs,
+        timeout: Option<u64>,
+        screen: crate::display::Screen,
+    ) -> Result<String, Failure> {
         let q = self.machine(b.smp, !b.no_build)?;
         println!("==> booting (cmdline {:?}); Ctrl-A X quits", b.append);
-        let cmd = self.qemu_cmd(&q, &b.append, Serial::MonStdio, &[]);
+        println!("==> screen: {}", crate::display::describe(&screen));
+        let screen_args = crate::display::qemu_args(&screen);
+        let screen_args: Vec<&str> = screen_args.iter().map(String::as_str).collect();
+        let cmd = self.qemu_cmd(&q, &b.append, Serial::MonStdio, &screen_args);
         judge_attached(&run_attached(cmd, timeout)?)
     }
 

@@ -13,6 +13,7 @@ mod barrier_mutants;
 mod bench;
 mod boot;
 mod cmds;
+mod display;
 mod exit;
 #[cfg(test)]
 mod fake_qemu;
@@ -22,6 +23,7 @@ mod ktest;
 #[cfg(test)]
 mod layers;
 mod matrix;
+mod pixels;
 mod process;
 mod progress;
 mod qemu;
@@ -113,6 +115,12 @@ enum Cmd {
         /// Kill QEMU after this many seconds (default: never).
         #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
         timeout: Option<u64>,
+        /// Serve the screen over VNC on 127.0.0.1:5900 instead of a window.
+        #[arg(long)]
+        vnc: bool,
+        /// No window even when DISPLAY or WAYLAND_DISPLAY is set.
+        #[arg(long, conflicts_with = "vnc")]
+        headless: bool,
     },
     /// Host tests, extra host checks, then in-kernel tests; ends with
     /// `total: X passed, Y failed`.
@@ -153,6 +161,13 @@ enum Cmd {
     /// Boot against the lying vhost-user virtio-blk device
     /// (tools/hostile-blk), one boot per scenario.
     Hostile(hostile::HostileArgs),
+    /// Boot the shell, run `help`, write what the screen shows to
+    /// target/screenshot.png.
+    Screenshot {
+        /// Run make test's pixel checks (check gpu-*) instead.
+        #[arg(long)]
+        checks: bool,
+    },
     /// cargo clean.
     Clean,
 }
@@ -166,7 +181,7 @@ impl Cmd {
             }
             Cmd::Bench(args) => &args.boot.qemu_args,
             Cmd::Test(args) => &args.qemu_args,
-            Cmd::Build | Cmd::Clean | Cmd::Hostile(_) => &[],
+            Cmd::Build | Cmd::Clean | Cmd::Hostile(_) | Cmd::Screenshot { .. } => &[],
         }
     }
 }
@@ -192,14 +207,12 @@ fn parse_file(value: &str) -> Result<PathBuf, String> {
 }
 
 /// clap suggests a subcommand only when it is close by Jaro similarity,
-/// which misses short typos (`rn`, `tset`); add the nearest name within two
-/// edits when clap found none.
+/// which misses short typos (`rn`, `tset`) or offers a far one (`rn` ->
+/// `screenshot`); the nearest name within two edits wins when there is one.
 fn with_closer_suggestion(mut error: clap::Error) -> clap::Error {
     use clap::CommandFactory;
     use clap::error::{ContextKind, ContextValue, ErrorKind};
-    if error.kind() != ErrorKind::InvalidSubcommand
-        || error.get(ContextKind::SuggestedSubcommand).is_some()
-    {
+    if error.kind() != ErrorKind::InvalidSubcommand {
         return error;
     }
     let Some(ContextValue::String(typed)) = error.get(ContextKind::InvalidSubcommand) else {
@@ -271,7 +284,10 @@ fn main() {
 fn dispatch(ctx: &cmds::Ctx, cmd: Cmd) -> i32 {
     let result: Result<Option<String>, Failure> = match cmd {
         Cmd::Build => ctx.build_kernel().map(|()| None).map_err(Failure::from),
-        Cmd::Run { boot, timeout } => ctx.run(&boot, timeout).map(Some),
+        Cmd::Run { boot, timeout, vnc, headless } => {
+            let screen = display::choose(vnc, headless, |name| std::env::var(name).ok());
+            ctx.run(&boot, timeout, display::prepare(screen)).map(Some)
+        }
         Cmd::Test(args) => return test_cmd::test(ctx, &args),
         Cmd::Hostile(args) => return hostile::command(ctx, &args),
         Cmd::BootLog { boot, timeout, until, until_exit, echo } => {
@@ -284,6 +300,10 @@ fn dispatch(ctx: &cmds::Ctx, cmd: Cmd) -> i32 {
         }
         Cmd::Debug { boot, timeout, gdb_port } => ctx.debug(&boot, timeout, gdb_port).map(Some),
         Cmd::Bench(args) => bench::run(ctx, &args).map(|()| None).map_err(Failure::from),
+        Cmd::Screenshot { checks: false } => {
+            pixels::screenshot(ctx).map(Some).map_err(Failure::from)
+        }
+        Cmd::Screenshot { checks: true } => return pixels::command(ctx),
         Cmd::Clean => ctx.clean().map(|()| None).map_err(Failure::from),
     };
     match result {
@@ -350,7 +370,7 @@ mod tests {
             Cli::try_parse_from(["xtask", "run", "--cmdline", "log=debug", "--", "-d", "int"])
                 .unwrap();
         match cli.cmd {
-            Cmd::Run { boot, timeout } => {
+            Cmd::Run { boot, timeout, .. } => {
                 assert_eq!(boot.append, "log=debug");
                 assert_eq!(boot.qemu_args, ["-d", "int"]);
                 assert_eq!(timeout, None, "interactive runs have no default timeout");

@@ -178,6 +178,11 @@ impl DeviceSet {
             (_, false) => format!("{blk},drive=d0,num-queues={smp}"),
         };
         let mut devices = vec![blk, machine.virtio("gpu")];
+        // The window's keyboard (virtio-input, kernel/src/drivers/virtio/
+        // input); bench keeps the peer's machine.
+        if self == DeviceSet::Standard {
+            devices.push(machine.virtio("keyboard"));
+        }
         // A virtio device no driver owns, for the kernel's bring-up failure
         // tests (drivers::virtio::bringup), with MSI-X entries for two
         // queues so one can be live when the other fails; bench keeps the
@@ -378,7 +383,8 @@ mod tests {
              -kernel target/release/vireo -append ktest ktest.skip=a::b \
              -drive file=target/vireo-disk.img,if=none,id=d0,format=raw \
              -device virtio-blk-pci,drive=d0,disable-legacy=on -device virtio-gpu-pci \
-             -device virtio-rng-pci,disable-legacy=on,vectors=3 -accel tcg,thread=multi"
+             -device virtio-keyboard-pci -device virtio-rng-pci,disable-legacy=on,vectors=3 \
+             -accel tcg,thread=multi"
         );
         let interactive = q.args_with(DeviceSet::Standard, "", Serial::MonStdio);
         assert!(interactive.contains(&"mon:stdio".to_string()));
@@ -435,7 +441,7 @@ mod tests {
             a.contains(
                 "-global virtio-mmio.force-legacy=false \
                  -device virtio-blk-device,drive=d0,num-queues=2 -device virtio-gpu-device \
-                 -device virtio-rng-device"
+                 -device virtio-keyboard-device -device virtio-rng-device"
             ),
             "{a}"
         );

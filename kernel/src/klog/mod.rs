@@ -7,6 +7,7 @@
 //! line (`log=debug`); the default is `info`.
 
 mod ring;
+pub mod screen;
 
 use crate::arch::serial;
 use core::fmt::{self, Write};
@@ -26,6 +27,7 @@ struct SerialOnly;
 impl Write for SerialOnly {
     fn write_str(&mut self, text: &str) -> fmt::Result {
         serial::write_bytes(text.as_bytes());
+        screen::feed(text.as_bytes());
         Ok(())
     }
 }
@@ -36,6 +38,7 @@ struct Record<'a>(&'a mut LogRing<RING_BYTES>);
 impl Write for Record<'_> {
     fn write_str(&mut self, text: &str) -> fmt::Result {
         serial::write_bytes(text.as_bytes());
+        screen::feed(text.as_bytes());
         self.0.write(text.as_bytes());
         Ok(())
     }
@@ -59,7 +62,10 @@ pub fn print(args: fmt::Arguments) {
 /// Writes raw bytes to the console (terminal control sequences from the
 /// shell's line editor); not kept in the ring.
 pub fn write_console(bytes: &[u8]) {
-    with_console(|_| serial::write_bytes(bytes));
+    with_console(|_| {
+        serial::write_bytes(bytes);
+        screen::feed(bytes);
+    });
 }
 
 /// Calls `sink` with each retained log line of a record at `min_level` or

@@ -12,6 +12,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use vireo_line_editor::{Editor, Limits, Outcome, vt100::Terminal};
 
+mod demo;
+
 const PROMPT: &str = "vireo> ";
 const LIMITS: Limits = Limits { line_bytes: 256, history_lines: 32 };
 const POLL_INTERVAL_US: u64 = 1_000;
@@ -25,7 +27,6 @@ enum Arguments {
     /// The rest of the line, trimmed (`None` when empty); the command parses
     /// it and prints its own usage on a bad call. The text is the usage shown
     /// by `help` after the name.
-    #[allow(dead_code, reason = "the blk and demo commands take it")]
     Rest(&'static str),
 }
 
@@ -68,6 +69,12 @@ const COMMANDS: &[Command] = &[
         arguments: Arguments::None,
         help: "virtio devices and per-queue ring counters",
         run: |_| virtio(),
+    },
+    Command {
+        name: "demo",
+        arguments: Arguments::Rest(demo::USAGE),
+        help: "animate the framebuffer with an fps/kicks/fences overlay (a key returns)",
+        run: demo::run,
     },
     Command {
         name: "cmdline",
@@ -121,7 +128,7 @@ pub fn run() -> ! {
     let mut terminal = Terminal(crate::klog::write_console);
     editor.start(&mut terminal);
     loop {
-        let Some(byte) = serial::try_read_byte() else {
+        let Some(byte) = read_byte() else {
             // Poll at 1 kHz and let the CPU halt in between; a paste is read
             // byte after byte without sleeping.
             crate::sched::timer::sleep_us(POLL_INTERVAL_US);
@@ -140,6 +147,13 @@ pub fn run() -> ! {
         }
         editor.start(&mut terminal);
     }
+}
+
+/// The next byte typed on the serial port or the window's keyboard.
+fn read_byte() -> Option<u8> {
+    serial::try_read_byte().or_else(|| {
+        crate::drivers::virtio::input::device().and_then(|keyboard| keyboard.read_byte())
+    })
 }
 
 fn execute(line: &str) {
@@ -371,8 +385,16 @@ fn virtio() {
     }
     match gpu::device() {
         Some(device) => {
-            let display = device.display();
-            kprintln!("virtio-gpu: scanout 0 {}x{}", display.width, display.height);
+            let scanout = device.scanout();
+            kprintln!(
+                "virtio-gpu: scanout {} {}x{}, {} display changes ({}), console frames {}",
+                scanout.id,
+                scanout.rect.width,
+                scanout.rect.height,
+                device.display_changes(),
+                if device.signals_display_changes() { "signalled" } else { "not signalled" },
+                crate::klog::screen::frames()
+            );
         }
         None => kprintln!("virtio-gpu: none"),
     }

@@ -85,7 +85,10 @@ impl BenchArgs {
 
     /// The chosen groups in round order, each once.
     fn groups(&self) -> Vec<Group> {
-        Group::ALL.into_iter().filter(|g| self.group.is_empty() || self.group.contains(g)).collect()
+        let chosen = |g: &Group| {
+            self.group.contains(g) || (*g == Group::Gpu1080 && self.group.contains(&Group::Gpu))
+        };
+        Group::ALL.into_iter().filter(|g| self.group.is_empty() || chosen(g)).collect()
     }
 }
 

@@ -24,8 +24,12 @@ use super::stats::RoundRatio;
 pub enum Group {
     /// virtio-blk: vireo, the Linux peer, the limit probe.
     Blk,
-    /// virtio-gpu: vireo and the Linux peer.
+    /// virtio-gpu: vireo and the Linux peer, at QEMU's default 1280x800.
     Gpu,
+    /// The full-frame workload again at 1920x1080 (`-global
+    /// virtio-gpu-pci.xres/yres`, the peer's XRES/YRES): one more boot of
+    /// each side. `--group gpu` selects it too.
+    Gpu1080,
     /// The host ring bench: vireo's split queue and virtio-drivers'.
     Ring,
     /// Scheduler and IPI latencies, and the boot time: vireo only.
@@ -34,13 +38,14 @@ pub enum Group {
 
 impl Group {
     /// Every group, in the order a round runs them.
-    pub const ALL: [Group; 4] = [Group::Blk, Group::Gpu, Group::Ring, Group::Sched];
+    pub const ALL: [Group; 5] = [Group::Blk, Group::Gpu, Group::Gpu1080, Group::Ring, Group::Sched];
 
     /// The name used on the kernel command line and in output.
     pub fn name(self) -> &'static str {
         match self {
             Group::Blk => "blk",
             Group::Gpu => "gpu",
+            Group::Gpu1080 => "gpu1080",
             Group::Ring => "ring",
             Group::Sched => "sched",
         }
@@ -49,7 +54,7 @@ impl Group {
     /// What vireo's figures are compared with, if anything.
     pub fn other_name(self) -> Option<&'static str> {
         match self {
-            Group::Blk | Group::Gpu => Some("linux"),
+            Group::Blk | Group::Gpu | Group::Gpu1080 => Some("linux"),
             Group::Ring => Some("virtio_drivers"),
             Group::Sched => None,
         }
@@ -87,8 +92,8 @@ impl Side {
 pub fn order(group: Group, round: u32, with_peer: bool) -> Vec<Side> {
     let mut sides = match (group, with_peer) {
         (Group::Blk, true) => vec![Side::Vireo, Side::Linux, Side::Limit],
-        (Group::Gpu, true) => vec![Side::Vireo, Side::Linux],
-        (Group::Blk | Group::Gpu | Group::Sched, _) => vec![Side::Vireo],
+        (Group::Gpu | Group::Gpu1080, true) => vec![Side::Vireo, Side::Linux],
+        (Group::Blk | Group::Gpu | Group::Gpu1080 | Group::Sched, _) => vec![Side::Vireo],
         (Group::Ring, _) => vec![Side::RingBench],
     };
     if round.is_multiple_of(2) {
@@ -154,6 +159,9 @@ pub struct Workload {
     pub extras: Vec<Extra>,
 }
 
+/// The second full-frame size, as the peer's `XRES=1920 YRES=1080`.
+pub const GPU_1080: (u32, u32) = (1920, 1080);
+
 /// Every workload, with the GPU's full-frame name at `gpu` = (width, height).
 pub fn workloads(gpu: (u32, u32)) -> Vec<Workload> {
     let mut all = Vec::new();
@@ -199,27 +207,53 @@ pub fn workloads(gpu: (u32, u32)) -> Vec<Workload> {
         });
     }
     let (width, height) = gpu;
-    for (id, label) in [
+    let (big_width, big_height) = GPU_1080;
+    let gpu_extras = |id: &str| -> Vec<Extra> {
+        ["frame_us_p50", "frame_us_p99", "kicks_per_frame", "fences_per_frame"]
+            .into_iter()
+            .map(|key| Extra {
+                key,
+                unit: if key.starts_with("frame") { Unit::Microseconds } else { Unit::Count },
+                vireo: Some(source(Side::Vireo, id, key)),
+                other: None,
+            })
+            .collect()
+    };
+    for (group, id, label, with_linux) in [
         (
+            Group::Gpu,
             format!("gpu_full_{width}x{height}"),
             format!("redraw and present the full {width}x{height} frame"),
+            true,
         ),
-        ("gpu_damage64_64x64".to_string(), "redraw and present one 64x64 rectangle".to_string()),
+        (
+            Group::Gpu,
+            "gpu_damage64_64x64".to_string(),
+            "redraw and present one 64x64 rectangle".to_string(),
+            true,
+        ),
+        (
+            Group::Gpu,
+            "gpu_moving64_64x64".to_string(),
+            "a 64x64 rectangle moving (damage: old and new place)".to_string(),
+            false,
+        ),
+        (
+            Group::Gpu1080,
+            format!("gpu_full_{big_width}x{big_height}"),
+            format!("redraw and present the full {big_width}x{big_height} frame"),
+            true,
+        ),
     ] {
         all.push(Workload {
-            group: Group::Gpu,
+            group,
             label,
             unit: Unit::Fps,
             vireo: source(Side::Vireo, &id, "fps"),
-            other: Some(source(Side::Linux, &id, "fps")),
+            other: with_linux.then(|| source(Side::Linux, &id, "fps")),
             limit: None,
             reported_ratio: None,
-            extras: vec![Extra {
-                key: "frame_us_p50",
-                unit: Unit::Microseconds,
-                vireo: Some(source(Side::Vireo, &id, "frame_us_p50")),
-                other: None,
-            }],
+            extras: gpu_extras(&id),
             id,
         });
     }

@@ -173,6 +173,7 @@ impl<'a> Runner<'a> {
             );
         }
         if side == Side::Vireo
+            && group == Group::Gpu
             && let Some(size) = sides::gpu_size(output.measurements.iter().map(|m| m.name.as_str()))
         {
             self.gpu_size = size;
@@ -185,15 +186,31 @@ impl<'a> Runner<'a> {
         let (accel, smp, secs) = (self.q.accel, self.q.smp, self.args.secs);
         let mut cmd = match side {
             Side::Vireo => {
-                let words = format!("bench={} bench.secs={secs}", group.name());
+                // The 1080p group is the gpu bench on a bigger display.
+                let kernel_group = if group == Group::Gpu1080 { "gpu" } else { group.name() };
+                let words = format!("bench={kernel_group} bench.secs={secs}");
                 let cmdline = cmds::join_cmdline(&words, &self.args.boot.append);
-                self.q.command_with(DeviceSet::PeerMatched, &cmdline, Serial::Stdio, &[])
+                let (width, height) = plan::GPU_1080;
+                let (xres, yres) = (
+                    format!("virtio-gpu-pci.xres={width}"),
+                    format!("virtio-gpu-pci.yres={height}"),
+                );
+                let extra: &[&str] = if group == Group::Gpu1080 {
+                    &["-global", &xres, "-global", &yres]
+                } else {
+                    &[]
+                };
+                self.q.command_with(DeviceSet::PeerMatched, &cmdline, Serial::Stdio, extra)
             }
             Side::Linux => {
                 let script = self.peer.as_ref().ok_or("no Linux peer (needs --peer)")?;
                 let mode = match group {
                     Group::Gpu => {
                         let (width, height) = self.gpu_size;
+                        PeerMode::Gpu { width, height }
+                    }
+                    Group::Gpu1080 => {
+                        let (width, height) = plan::GPU_1080;
                         PeerMode::Gpu { width, height }
                     }
                     _ => PeerMode::Blk,

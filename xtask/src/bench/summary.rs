@@ -220,13 +220,18 @@ pub fn markdown(header: &str, all: &[WorkloadSummary]) -> String {
             ));
         }
     }
-    let guests: Vec<_> =
-        all.iter().filter(|s| matches!(s.group, Group::Blk | Group::Gpu)).collect();
+    let guests: Vec<_> = all
+        .iter()
+        .filter(|s| matches!(s.group, Group::Blk | Group::Gpu | Group::Gpu1080))
+        .collect();
     if !guests.is_empty() {
         out.push_str("\n| workload | vireo | Linux | limit probe | vireo / Linux | vireo / limit |\n|---|---|---|---|---|---|\n");
         for s in guests {
-            let label =
-                if s.group == Group::Gpu { format!("GPU: {}", s.label) } else { s.label.clone() };
+            let label = if matches!(s.group, Group::Gpu | Group::Gpu1080) {
+                format!("GPU: {}", s.label)
+            } else {
+                s.label.clone()
+            };
             out.push_str(&format!(
                 "| {label} | {}{} | {}{} | {} | {} | {} |\n",
                 cell(&s.vireo, s.unit),

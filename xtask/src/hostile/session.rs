@@ -157,6 +157,19 @@ impl Shell {
         }
     }
 
+    /// Writes `text` to the guest's serial input as it is.
+    ///
+    /// # Errors
+    /// QEMU's input is closed.
+    pub fn send(&mut self, text: &str) -> Result<(), String> {
+        let sent =
+            self.stdin.as_mut().map(|s| s.write_all(text.as_bytes()).and_then(|()| s.flush()));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            _ => Err("QEMU's serial input is closed".into()),
+        }
+    }
+
     /// Types `line` at the prompt and waits for the next prompt.
     pub fn command(&mut self, line: &str, timeout: Duration) -> Step {
         let from = self.transcript.len();

@@ -13,6 +13,7 @@ pub mod blk;
 pub mod bringup;
 pub mod gpu;
 pub mod hal;
+pub mod input;
 pub mod mmio;
 pub mod notifier;
 pub mod pci;

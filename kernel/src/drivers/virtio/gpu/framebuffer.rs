@@ -1,213 +1,353 @@
-//! A double-buffered, damage-tracking framebuffer on scanout 0.
+//! Frames in flight on one scanout, tear-free, one kick and one fence each.
 //!
-//! The caller draws into the back buffer while the front one is shown;
-//! `present` transfers only the damaged rectangle (plus what the back
-//! buffer's host resource missed while it was the front), flips the scanout
-//! to it and flushes the damage, all as one fenced batch.
+//! Design: one host resource, always on the scanout (SET_SCANOUT once), and
+//! one guest backing holding `SLOTS` frames one below the other. A frame is
+//! drawn into its slot while up to [`FRAMES_IN_FLIGHT`] earlier frames are
+//! still with the device; `present` queues TRANSFER_TO_HOST_2D of just the
+//! damage from the slot (its byte offset selects the slot, §5.7.6.8) and a
+//! fenced RESOURCE_FLUSH, as one batch with one notification.
+//!
+//! Why this shape: the device runs commands in order and each command
+//! runs whole before the display reads the resource again (QEMU processes
+//! the control queue and refreshes the display from one main loop), so
+//! after every transfer the host resource holds one complete frame: never
+//! half drawn, never a mix. The guest never writes a slot the device may
+//! still read: a slot is reused only after the frame that used it is
+//! answered. Flipping between several resources instead would cost a
+//! SET_SCANOUT per frame (QEMU rebuilds its display surface each time) and
+//! the union of two frames' damage per transfer.
+//!
+//! The caller's contract is that the back buffer equals the screen: before
+//! a slot is drawn again it is brought up to date by copying, from the
+//! newest slot, what the frames since its last use damaged. A full redraw
+//! skips that copy.
 
+use super::backing::Backing;
+use super::control::{Batch, check_nodata};
 use super::protocol::{self, Rect};
-use super::{GpuDevice, GpuDeviceError, InFlight};
-use core::mem::ManuallyDrop;
+use super::{GpuDevice, GpuDeviceError, Scanout};
 
-/// Two guest-memory buffers shown alternately on scanout 0: the caller
-/// draws into the back buffer while the front one is displayed, then
-/// [`Framebuffer::present`] sends only the damaged rectangle and flips.
+/// Frames the caller may present before the next draw waits for the oldest.
+pub const FRAMES_IN_FLIGHT: usize = 2;
+/// Slots in the backing: the frames in flight and the one being drawn.
+const SLOTS: usize = FRAMES_IN_FLIGHT + 1;
+
+/// Counters of one framebuffer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FrameStats {
+    /// Frames presented.
+    pub presented: u64,
+    /// Frames the device answered.
+    pub completed: u64,
+    /// Draws that had to wait for a frame still in flight.
+    pub waits: u64,
+}
+
+/// Frames shown on one scanout through one resource.
 pub struct Framebuffer {
     device: &'static GpuDevice,
-    width: u32,
-    height: u32,
-    /// Freed in `Drop` only once the device no longer scans them out.
-    buffers: [ManuallyDrop<crate::mm::dma::DmaBuffer>; 2],
-    resources: [u32; 2],
-    back: usize,
-    /// What the back buffer's host resource missed: the previous frame's
-    /// damage, drawn into the other buffer.
-    stale_in_back: Rect,
-    /// Whether the back buffer's memory still lacks `stale_in_back` (it is
-    /// copied over lazily, and not at all before a full redraw).
-    needs_sync: bool,
-    /// The caller took the back buffer for a full redraw.
+    scanout: Scanout,
+    resource: u32,
+    /// `SLOTS` frames of `width * height` pixels; `None` once leaked.
+    memory: Option<Backing>,
+    /// The frame being drawn (the next to be presented).
+    frame: u64,
+    /// Damage of recent frames, by `frame % SLOTS`.
+    damage: [Rect; SLOTS],
+    /// The batch of the frame last drawn in each slot, until answered.
+    in_flight: [Option<Batch>; SLOTS],
+    /// The back slot has been made equal to the screen.
+    is_prepared: bool,
+    /// The caller took the back slot for a full redraw.
     is_full_redraw: bool,
-    /// The last frame's batch, still with the device.
-    in_flight: Option<InFlight>,
+    /// An error answer to a frame already presented, reported next.
+    late_error: Option<GpuDeviceError>,
+    stats: FrameStats,
 }
 
 impl Framebuffer {
-    /// Creates both buffers at scanout 0's size and shows the first.
+    /// Creates the resource at the scanout's mode, backs it, shows it.
     ///
     /// # Errors
     /// [`GpuDeviceError`] from the device or for lack of memory.
     pub fn new(device: &'static GpuDevice) -> Result<Self, GpuDeviceError> {
-        let Rect { width, height, .. } = device.display();
-        let bytes = u64::from(width) * u64::from(height) * 4;
-        let pages = bytes.div_ceil(crate::mm::PAGE_SIZE);
-        let buffers = [
-            ManuallyDrop::new(
-                crate::mm::dma::DmaBuffer::new(pages).map_err(|_| GpuDeviceError::OutOfMemory)?,
-            ),
-            ManuallyDrop::new(
-                crate::mm::dma::DmaBuffer::new(pages).map_err(|_| GpuDeviceError::OutOfMemory)?,
-            ),
-        ];
-        let resources = [device.new_resource_id(), device.new_resource_id()];
-        for (buffer, &resource) in buffers.iter().zip(&resources) {
-            let format = protocol::FORMAT_B8G8R8X8;
-            device
-                .execute(&protocol::ResourceCreate2d { resource, format, width, height }, None)?;
-            let address = buffer.phys().as_u64();
-            device.execute(
-                &protocol::AttachBacking { resource, address, len_bytes: bytes as u32 },
-                None,
-            )?;
-        }
+        Self::with_mode(device, device.scanout())
+    }
+
+    /// Like [`Framebuffer::new`] at another mode: `scanout.rect` is the
+    /// resource's size and what the scanout shows (a mode change driven by
+    /// the guest).
+    ///
+    /// # Errors
+    /// [`GpuDeviceError::BadMode`] for an empty or huge mode, else as
+    /// [`Framebuffer::new`].
+    pub fn with_mode(device: &'static GpuDevice, scanout: Scanout) -> Result<Self, GpuDeviceError> {
+        let scanout = Scanout { rect: Rect { x: 0, y: 0, ..scanout.rect }, ..scanout };
+        let Rect { width, height, .. } = scanout.rect;
+        super::check_mode(scanout.rect)?;
+        let frame_bytes = width as usize * height as usize * 4;
+        let memory = Backing::new(frame_bytes * SLOTS)?;
+        let resource = device.new_resource_id();
+        let format = protocol::FORMAT_B8G8R8X8;
+        device.execute(&protocol::ResourceCreate2d { resource, format, width, height }, false)?;
         let mut framebuffer = Self {
             device,
-            width,
-            height,
-            buffers,
-            resources,
-            back: 1,
-            stale_in_back: Rect::default(),
-            needs_sync: false,
+            scanout,
+            resource,
+            memory: None,
+            frame: 0,
+            damage: [Rect::default(); SLOTS],
+            in_flight: [None; SLOTS],
+            is_prepared: false,
             is_full_redraw: false,
-            in_flight: None,
+            late_error: None,
+            stats: FrameStats::default(),
         };
+        let entries = memory.entries();
+        let attach = protocol::AttachBacking { resource, entries: &entries };
+        // On error, dropping `framebuffer` unrefs the resource; the memory
+        // was never the device's.
+        device.execute(&attach, false)?;
+        framebuffer.memory = Some(memory);
         let full = framebuffer.full();
-        // Both host resources start from the (zeroed) buffers.
-        for &resource in &resources {
-            device
-                .execute(&protocol::TransferToHost2d { rect: full, offset: 0, resource }, None)?;
-        }
-        device.execute(
-            &protocol::SetScanout { rect: full, scanout: 0, resource: resources[0] },
-            None,
-        )?;
-        device
-            .execute(&protocol::ResourceFlush { rect: full, resource: resources[0] }, Some(()))?;
-        framebuffer.back = 1;
+        let show = protocol::SetScanout { rect: full, scanout: scanout.id, resource };
+        device.execute(&show, false)?;
+        // The (zeroed) first frame, so the screen starts defined.
+        framebuffer.back_pixels_for_full_redraw()?;
+        framebuffer.present(full)?;
         Ok(framebuffer)
     }
 
     /// The whole surface.
     pub fn full(&self) -> Rect {
-        Rect { x: 0, y: 0, width: self.width, height: self.height }
+        self.scanout.rect
     }
 
-    /// The back buffer's pixels (B, G, R, X bytes; `width` per row), equal
-    /// to what is on screen: draw the changes, then `present` their damage.
-    pub fn back_pixels(&mut self) -> &mut [u32] {
-        if self.needs_sync {
-            // Bring the back buffer up to date with the last frame, drawn
-            // into the other buffer.
-            self.copy_rect(1 - self.back, self.stale_in_back);
-            self.needs_sync = false;
+    /// The scanout shown on.
+    pub fn scanout(&self) -> Scanout {
+        self.scanout
+    }
+
+    /// Puts this framebuffer back on its scanout (after another one was
+    /// shown there) and flushes all of it.
+    ///
+    /// # Errors
+    /// The device's error.
+    pub fn show(&mut self) -> Result<(), GpuDeviceError> {
+        self.wait_idle()?;
+        let (full, resource) = (self.full(), self.resource);
+        let show = protocol::SetScanout { rect: full, scanout: self.scanout.id, resource };
+        self.device.execute(&show, false)?;
+        self.device.execute(&protocol::ResourceFlush { rect: full, resource }, false)?;
+        Ok(())
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> FrameStats {
+        self.stats
+    }
+
+    /// The host resource id, for checks.
+    pub fn resource(&self) -> u32 {
+        self.resource
+    }
+
+    fn slot(&self, frame: u64) -> usize {
+        (frame % SLOTS as u64) as usize
+    }
+
+    fn frame_pixels(&self) -> usize {
+        self.scanout.rect.width as usize * self.scanout.rect.height as usize
+    }
+
+    /// Waits (only if the caller ran `FRAMES_IN_FLIGHT` frames ahead) until
+    /// the device is done with the back slot.
+    fn free_back_slot(&mut self) -> Result<(), GpuDeviceError> {
+        let slot = self.slot(self.frame);
+        self.reap()?;
+        if let Some(batch) = self.in_flight[slot].take() {
+            self.stats.waits += 1;
+            let result = self.device.wait(batch, &mut check_nodata);
+            self.stats.completed += 1;
+            self.note(result);
         }
-        self.pixels()
+        Ok(())
+    }
+
+    /// Collects every answered frame without waiting.
+    fn reap(&mut self) -> Result<(), GpuDeviceError> {
+        for slot in 0..SLOTS {
+            let Some(mut batch) = self.in_flight[slot] else { continue };
+            let done = self.device.try_collect(&mut batch, &mut check_nodata)?;
+            if done {
+                self.in_flight[slot] = None;
+                self.stats.completed += 1;
+                self.note(batch.result());
+            } else {
+                self.in_flight[slot] = Some(batch);
+            }
+        }
+        Ok(())
+    }
+
+    fn note(&mut self, result: Result<(), GpuDeviceError>) {
+        if let Err(error) = result
+            && self.late_error.is_none()
+        {
+            self.late_error = Some(error);
+        }
+    }
+
+    /// The back buffer's pixels (B, G, R, X; `width` per row), equal to
+    /// what is on screen: draw the changes, then `present` their damage.
+    ///
+    /// # Errors
+    /// A device that stopped answering while a frame was in flight.
+    pub fn back_pixels(&mut self) -> Result<&mut [u32], GpuDeviceError> {
+        if !self.is_prepared {
+            self.free_back_slot()?;
+            if self.frame > 0 {
+                // The frames since this slot's last use (up to SLOTS - 1)
+                // changed their damage in the other slots; the newest slot
+                // holds all of it.
+                let newest = self.frame - 1;
+                let stale = (1..SLOTS as u64)
+                    .filter(|back| *back <= self.frame)
+                    .map(|back| self.damage[self.slot(self.frame - back)])
+                    .fold(Rect::default(), Rect::union);
+                self.copy_rect(self.slot(newest), self.slot(self.frame), stale);
+            }
+            self.is_prepared = true;
+        }
+        Ok(self.slot_pixels(self.slot(self.frame)))
     }
 
     /// The back buffer for a frame that redraws every pixel: no catch-up
     /// copy is made, so the next `present` must cover the whole surface.
-    pub fn back_pixels_for_full_redraw(&mut self) -> &mut [u32] {
-        self.needs_sync = false;
-        self.is_full_redraw = true;
-        self.pixels()
-    }
-
-    fn pixels(&mut self) -> &mut [u32] {
-        let count = (self.width * self.height) as usize;
-        let bytes = self.buffers[self.back].as_mut_slice();
-        // SAFETY: the buffer is page aligned, at least width*height*4 bytes
-        // long, and any bit pattern is a valid u32.
-        unsafe { core::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast::<u32>(), count) }
-    }
-
-    /// Shows the back buffer, of which only `damage` changed since it was
-    /// last shown, and makes the other buffer the back one.
     ///
     /// # Errors
-    /// [`GpuDeviceError::BadRect`] for damage outside the surface, or a
-    /// device error.
+    /// As [`Framebuffer::back_pixels`].
+    pub fn back_pixels_for_full_redraw(&mut self) -> Result<&mut [u32], GpuDeviceError> {
+        if !self.is_prepared {
+            self.free_back_slot()?;
+        }
+        self.is_prepared = true;
+        self.is_full_redraw = true;
+        Ok(self.slot_pixels(self.slot(self.frame)))
+    }
+
+    fn slot_pixels(&mut self, slot: usize) -> &mut [u32] {
+        let count = self.frame_pixels();
+        match self.memory.as_mut() {
+            Some(memory) => &mut memory.as_mut_pixels()[slot * count..(slot + 1) * count],
+            None => &mut [],
+        }
+    }
+
+    /// Copies `rect` from slot `from` to slot `to`.
+    fn copy_rect(&mut self, from: usize, to: usize, rect: Rect) {
+        if rect.is_empty() || from == to {
+            return;
+        }
+        let count = self.frame_pixels();
+        let width = self.scanout.rect.width as usize;
+        let Some(memory) = self.memory.as_mut() else { return };
+        let pixels = memory.as_mut_pixels();
+        for row in rect.y as usize..(rect.y + rect.height) as usize {
+            let start = row * width + rect.x as usize;
+            let end = start + rect.width as usize;
+            pixels.copy_within(from * count + start..from * count + end, to * count + start);
+        }
+    }
+
+    /// Shows the back buffer, of which only `damage` changed, and moves on
+    /// to the next frame. Returns without waiting for the device.
+    ///
+    /// # Errors
+    /// [`GpuDeviceError::BadRect`] for damage that is empty or outside the
+    /// surface (or not the whole surface after a full redraw); the device's
+    /// error for this or an earlier frame.
     pub fn present(&mut self, damage: Rect) -> Result<(), GpuDeviceError> {
-        if damage.is_empty() || !damage.fits(self.width, self.height) {
+        let full = self.full();
+        if damage.is_empty() || !damage.fits(full.width, full.height) {
             return Err(GpuDeviceError::BadRect);
         }
-        if self.is_full_redraw && damage != self.full() {
-            // Outside `damage` the buffer holds a frame from two flips ago.
+        if !self.is_prepared || (self.is_full_redraw && damage != full) {
+            // Outside `damage` the slot holds an older frame.
             return Err(GpuDeviceError::BadRect);
         }
-        let resource = self.resources[self.back];
-        let region = damage.union(self.stale_in_back);
-        let offset = (u64::from(region.y) * u64::from(self.width) + u64::from(region.x)) * 4;
-        // The previous frame must be done: its transfer read the buffer we
-        // drew this frame's catch-up from, and the buffer we flip away from
-        // next must no longer be read by the host.
-        self.wait_idle()?;
-        // One batch, one notification, fenced flush (§5.7.6.8); it runs
-        // while the caller draws the next frame.
-        self.in_flight = Some(self.device.submit_batch(&[
-            &protocol::TransferToHost2d { rect: region, offset, resource },
-            &protocol::SetScanout { rect: self.full(), scanout: 0, resource },
-            &protocol::ResourceFlush { rect: damage, resource },
-        ])?);
-        // Flip. The new back buffer and its host resource both lack this
-        // frame's damage: memory catches up when next drawn into, the host
-        // resource at the next present.
-        self.back = 1 - self.back;
-        self.stale_in_back = damage;
-        self.needs_sync = true;
+        if self.memory.is_none() {
+            return Err(GpuDeviceError::OutOfMemory);
+        }
+        self.reap()?;
+        if let Some(error) = self.late_error.take() {
+            return Err(error);
+        }
+        let slot = self.slot(self.frame);
+        let slot_bytes = (self.frame_pixels() * 4 * slot) as u64;
+        let offset =
+            slot_bytes + (u64::from(damage.y) * u64::from(full.width) + u64::from(damage.x)) * 4;
+        let resource = self.resource;
+        let batch = self.device.submit(
+            &[
+                &protocol::TransferToHost2d { rect: damage, offset, resource },
+                &protocol::ResourceFlush { rect: damage, resource },
+            ],
+            true,
+        )?;
+        self.in_flight[slot] = Some(batch);
+        self.damage[slot] = damage;
+        self.frame += 1;
+        self.stats.presented += 1;
+        self.is_prepared = false;
         self.is_full_redraw = false;
         Ok(())
     }
 
-    /// Copies `rect` from buffer `from` into the other one.
-    fn copy_rect(&mut self, from: usize, rect: Rect) {
-        let stride = self.width as usize * 4;
-        let (first, second) = self.buffers.split_at_mut(1);
-        let (source, target) =
-            if from == 0 { (&first[0], &mut second[0]) } else { (&second[0], &mut first[0]) };
-        for row in rect.y as usize..(rect.y + rect.height) as usize {
-            let start = row * stride + rect.x as usize * 4;
-            let end = start + rect.width as usize * 4;
-            target.as_mut_slice()[start..end].copy_from_slice(&source.as_slice()[start..end]);
-        }
-    }
-
-    /// Waits until the last presented frame is on screen.
+    /// Waits until every presented frame is on screen.
     ///
     /// # Errors
-    /// The device's error for that frame.
+    /// The device's error for one of them.
     pub fn wait_idle(&mut self) -> Result<(), GpuDeviceError> {
-        self.in_flight.take().map_or(Ok(()), InFlight::wait)
+        // Oldest first, so answers arrive in the order they are awaited.
+        for back in (1..=SLOTS as u64).rev() {
+            let Some(frame) = self.frame.checked_sub(back) else { continue };
+            let slot = self.slot(frame);
+            if let Some(batch) = self.in_flight[slot].take() {
+                let result = self.device.wait(batch, &mut check_nodata);
+                self.stats.completed += 1;
+                self.note(result);
+            }
+        }
+        self.late_error.take().map_or(Ok(()), Err)
     }
 
-    /// The host resource ids (front, back) for checks.
-    pub fn resources(&self) -> (u32, u32) {
-        (self.resources[1 - self.back], self.resources[self.back])
+    /// Frames presented but not yet answered.
+    pub fn frames_in_flight(&self) -> usize {
+        self.in_flight.iter().flatten().count()
     }
 }
 
 impl Drop for Framebuffer {
     fn drop(&mut self) {
-        // Stop scanning out our memory before it is freed, then drop the
-        // resources; errors leave the memory leaked rather than shown.
-        let finished = self.wait_idle().is_ok();
+        // Stop scanning out and detach before the memory is freed; if the
+        // device cannot confirm both, the memory is leaked rather than
+        // handed back while the device may still read it.
+        let finished = self.wait_idle().is_ok() || !self.device.is_broken();
+        let id = self.scanout.id;
+        let off = protocol::SetScanout { rect: Rect::default(), scanout: id, resource: 0 };
         let detached = finished
+            && self.device.execute(&off, false).is_ok()
+            && self.memory.is_some()
             && self
                 .device
-                .execute(
-                    &protocol::SetScanout { rect: Rect::default(), scanout: 0, resource: 0 },
-                    None,
-                )
+                .execute(&protocol::DetachBacking { resource: self.resource }, false)
                 .is_ok();
-        for &resource in &self.resources {
-            let _ = self.device.execute(&protocol::ResourceUnref { resource }, None);
-        }
-        if detached {
-            for buffer in &mut self.buffers {
-                // SAFETY: dropped exactly once, here; the fields are not
-                // used after `drop`.
-                unsafe { ManuallyDrop::drop(buffer) };
-            }
+        let _ = self.device.execute(&protocol::ResourceUnref { resource: self.resource }, false);
+        if let Some(memory) = self.memory.take()
+            && !detached
+        {
+            core::mem::forget(memory);
         }
     }
 }

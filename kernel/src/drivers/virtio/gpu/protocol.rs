@@ -30,13 +30,31 @@ pub enum Command {
     TransferToHost2d = 0x0105,
     /// `VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING`.
     ResourceAttachBacking = 0x0106,
+    /// `VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING`.
+    ResourceDetachBacking = 0x0107,
+    /// `VIRTIO_GPU_CMD_GET_EDID` (with `VIRTIO_GPU_F_EDID`).
+    GetEdid = 0x010a,
+    /// `VIRTIO_GPU_CMD_UPDATE_CURSOR` (cursor queue).
+    UpdateCursor = 0x0300,
+    /// `VIRTIO_GPU_CMD_MOVE_CURSOR` (cursor queue).
+    MoveCursor = 0x0301,
 }
 
 /// `VIRTIO_GPU_RESP_OK_NODATA`.
 pub const RESP_OK_NODATA: u32 = 0x1100;
 /// `VIRTIO_GPU_RESP_OK_DISPLAY_INFO`.
 pub const RESP_OK_DISPLAY_INFO: u32 = 0x1101;
+/// `VIRTIO_GPU_RESP_OK_EDID`.
+pub const RESP_OK_EDID: u32 = 0x1104;
+/// `VIRTIO_GPU_RESP_ERR_INVALID_SCANOUT_ID`.
+pub const RESP_ERR_INVALID_SCANOUT_ID: u32 = 0x1202;
+/// `VIRTIO_GPU_RESP_ERR_INVALID_RESOURCE_ID`.
+pub const RESP_ERR_INVALID_RESOURCE_ID: u32 = 0x1203;
+/// `VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER`.
+pub const RESP_ERR_INVALID_PARAMETER: u32 = 0x1205;
 
+/// `VIRTIO_GPU_FORMAT_B8G8R8A8_UNORM`: bytes B, G, R, A (the cursor).
+pub const FORMAT_B8G8R8A8: u32 = 1;
 /// `VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM`: bytes B, G, R, X in memory.
 pub const FORMAT_B8G8R8X8: u32 = 2;
 
@@ -126,6 +144,10 @@ pub trait GpuRequest {
     type Response: GpuResponse;
     /// Writes the body after the header.
     fn encode_body(&self, out: &mut Encoder);
+    /// Bytes of the body, when it may be long (an entry list).
+    fn body_bytes(&self) -> usize {
+        0
+    }
 }
 
 /// A success response, decoded from the bytes the device wrote.
@@ -204,21 +226,96 @@ impl GpuRequest for ResourceUnref {
     }
 }
 
-/// `RESOURCE_ATTACH_BACKING` with one contiguous memory entry.
-pub struct AttachBacking {
+/// `RESOURCE_ATTACH_BACKING`: guest memory behind a resource, as a scatter
+/// list of `(device address, length)` entries (§5.7.6.8).
+pub struct AttachBacking<'a> {
     /// The resource.
     pub resource: u32,
-    /// Device address of the backing store.
-    pub address: u64,
-    /// Its length.
-    pub len_bytes: u32,
+    /// The backing store's pieces, in order.
+    pub entries: &'a [(u64, u32)],
 }
 
-impl GpuRequest for AttachBacking {
+impl GpuRequest for AttachBacking<'_> {
     const COMMAND: Command = Command::ResourceAttachBacking;
     type Response = NoData;
     fn encode_body(&self, out: &mut Encoder) {
-        out.u32(self.resource).u32(1).u64(self.address).u32(self.len_bytes).u32(0);
+        out.u32(self.resource).u32(self.entries.len() as u32);
+        for &(address, len) in self.entries {
+            out.u64(address).u32(len).u32(0);
+        }
+    }
+    fn body_bytes(&self) -> usize {
+        8 + 16 * self.entries.len()
+    }
+}
+
+/// `RESOURCE_DETACH_BACKING`: the device lets go of the guest memory.
+pub struct DetachBacking {
+    /// The resource.
+    pub resource: u32,
+}
+
+impl GpuRequest for DetachBacking {
+    const COMMAND: Command = Command::ResourceDetachBacking;
+    type Response = NoData;
+    fn encode_body(&self, out: &mut Encoder) {
+        out.u32(self.resource).u32(0);
+    }
+}
+
+/// `GET_EDID` for one scanout.
+pub struct GetEdid {
+    /// The scanout.
+    pub scanout: u32,
+}
+
+impl GpuRequest for GetEdid {
+    const COMMAND: Command = Command::GetEdid;
+    type Response = Edid;
+    fn encode_body(&self, out: &mut Encoder) {
+        out.u32(self.scanout).u32(0);
+    }
+}
+
+/// `RESP_OK_EDID`: the EDID blob (at most 1024 bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edid {
+    /// Its bytes.
+    pub bytes: alloc::vec::Vec<u8>,
+}
+
+impl GpuResponse for Edid {
+    const TYPE: u32 = RESP_OK_EDID;
+    fn decode(response: &[u8], written: u32) -> Result<Self, GpuError> {
+        let needed = HEADER_BYTES + 8;
+        if (written as usize) < needed || response.len() < needed {
+            return Err(GpuError::ShortResponse(written));
+        }
+        let size = u32::from_le_bytes(response[24..28].try_into().unwrap_or([0; 4])) as usize;
+        if size > 1024 || needed + size > written as usize || needed + size > response.len() {
+            return Err(GpuError::ShortResponse(written));
+        }
+        Ok(Edid { bytes: response[needed..needed + size].to_vec() })
+    }
+}
+
+impl Edid {
+    /// The preferred mode: the first detailed timing descriptor (EDID 1.3
+    /// §3.10.2, bytes 54..72), checked against the header and checksum.
+    pub fn preferred_mode(&self) -> Option<(u32, u32)> {
+        const HEADER: [u8; 8] = [0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0];
+        let block = self.bytes.get(..128)?;
+        if block[..8] != HEADER || block.iter().fold(0u8, |sum, b| sum.wrapping_add(*b)) != 0 {
+            return None;
+        }
+        let timing = &block[54..72];
+        let pixel_clock = u16::from_le_bytes([timing[0], timing[1]]);
+        if pixel_clock == 0 {
+            return None;
+        }
+        let width = u32::from(timing[2]) | (u32::from(timing[4] >> 4) << 8);
+        let height = u32::from(timing[5]) | (u32::from(timing[7] >> 4) << 8);
+        (width > 0 && height > 0).then_some((width, height))
     }
 }
 
@@ -275,6 +372,35 @@ impl GpuRequest for ResourceFlush {
     fn encode_body(&self, out: &mut Encoder) {
         self.rect.encode(out);
         out.u32(self.resource).u32(0);
+    }
+}
+
+/// `struct virtio_gpu_update_cursor` for UPDATE_CURSOR and MOVE_CURSOR
+/// (§5.7.6.10): where, on which scanout, which resource and hot spot.
+pub struct Cursor {
+    /// MOVE_CURSOR (position only) or UPDATE_CURSOR (image too).
+    pub command: Command,
+    /// Scanout.
+    pub scanout: u32,
+    /// Position on it.
+    pub x: u32,
+    /// Position on it.
+    pub y: u32,
+    /// A 64x64 resource, or 0 to hide the cursor.
+    pub resource: u32,
+    /// Hot spot within the image.
+    pub hot_x: u32,
+    /// Hot spot within the image.
+    pub hot_y: u32,
+}
+
+impl Cursor {
+    /// Encodes it (56 bytes).
+    pub fn encode_into(&self, bytes: &mut [u8]) -> usize {
+        let mut out = Encoder::new(bytes, self.command, None);
+        out.u32(self.scanout).u32(self.x).u32(self.y).u32(0);
+        out.u32(self.resource).u32(self.hot_x).u32(self.hot_y).u32(0);
+        out.len()
     }
 }
 
