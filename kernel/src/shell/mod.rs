@@ -4,6 +4,8 @@
 //! Home/End, history, Tab completion of command names, Ctrl-C); commands
 //! check their arguments and answer a wrong call with their usage.
 
+mod blk;
+
 use crate::arch::qemu_exit::{ExitCode, exit_qemu};
 use crate::arch::serial;
 use crate::kprintln;
@@ -25,7 +27,6 @@ enum Arguments {
     /// The rest of the line, trimmed (`None` when empty); the command parses
     /// it and prints its own usage on a bad call. The text is the usage shown
     /// by `help` after the name.
-    #[allow(dead_code, reason = "the blk and demo commands take it")]
     Rest(&'static str),
 }
 
@@ -68,6 +69,12 @@ const COMMANDS: &[Command] = &[
         arguments: Arguments::None,
         help: "virtio devices and per-queue ring counters",
         run: |_| virtio(),
+    },
+    Command {
+        name: "blk",
+        arguments: Arguments::Rest(blk::USAGE),
+        help: "the disk: info; a sector as a hexdump; write text; flush; random-read bench",
+        run: blk::run,
     },
     Command {
         name: "cmdline",
