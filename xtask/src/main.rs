@@ -11,6 +11,7 @@
 
 mod barrier_mutants;
 mod bench;
+mod blk_checks;
 mod boot;
 mod cmds;
 mod exit;
@@ -153,6 +154,9 @@ enum Cmd {
     /// Boot against the lying vhost-user virtio-blk device
     /// (tools/hostile-blk), one boot per scenario.
     Hostile(hostile::HostileArgs),
+    /// The outside blk checks (xtask/src/blk_checks): the kernel's disk I/O
+    /// judged from the host image, blkdebug errors and QMP, one boot each.
+    BlkCheck(blk_checks::BlkCheckArgs),
     /// cargo clean.
     Clean,
 }
@@ -166,7 +170,7 @@ impl Cmd {
             }
             Cmd::Bench(args) => &args.boot.qemu_args,
             Cmd::Test(args) => &args.qemu_args,
-            Cmd::Build | Cmd::Clean | Cmd::Hostile(_) => &[],
+            Cmd::Build | Cmd::Clean | Cmd::Hostile(_) | Cmd::BlkCheck(_) => &[],
         }
     }
 }
@@ -274,6 +278,7 @@ fn dispatch(ctx: &cmds::Ctx, cmd: Cmd) -> i32 {
         Cmd::Run { boot, timeout } => ctx.run(&boot, timeout).map(Some),
         Cmd::Test(args) => return test_cmd::test(ctx, &args),
         Cmd::Hostile(args) => return hostile::command(ctx, &args),
+        Cmd::BlkCheck(args) => return blk_checks::command(ctx, &args),
         Cmd::BootLog { boot, timeout, until, until_exit, echo } => {
             let stop = match (until, until_exit) {
                 (Some(text), _) => StopAt::Text(text),

@@ -9,8 +9,8 @@
 //! back into `check hostile-blk:<scenario> ... ok|FAILED: <why>`. Logs stay
 //! in `target/hostile/<scenario>.{serial,backend,qemu}.log`.
 
-mod judge;
-mod session;
+pub(crate) mod judge;
+pub(crate) mod session;
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
