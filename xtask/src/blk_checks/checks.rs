@@ -67,13 +67,16 @@ const DURABLE_BLOCKS: u64 = 256;
 
 pub fn flush_durable(env: &mut Env) -> Result<String, String> {
     let seed = env.seed;
-    let image = zero_image(env, SMALL_IMAGE_BLOCKS)?;
-    let mut guest =
-        env.boot(&cmdline("flush-durable", seed), &raw_drive(&image, ",cache=writeback"), false)?;
+    let bytes = SMALL_IMAGE_BLOCKS * BLOCK_BYTES as u64;
+    let image = env.path("qcow2");
+    super::qcow2::create(&image, bytes)?;
+    // qcow2, so that QEMU holds metadata a flush must write (qcow2.rs).
+    let drive = format!("file={},if=none,id=d0,format=qcow2,cache=writeback", image.display());
+    let mut guest = env.boot(&cmdline("flush-durable", seed), &drive, false)?;
     let announced = guest.line("blkcheck: flush-durable: flushed", SHORT)?;
     // SIGKILL at once: QEMU gets no chance to write anything more out.
     drop(guest);
-    let data = pattern::read_image(&image)?;
+    let data = super::qcow2::read_guest(&image, bytes)?;
     for block in DURABLE_FIRST_BLOCK..DURABLE_FIRST_BLOCK + DURABLE_BLOCKS {
         let at = block as usize * BLOCK_BYTES;
         let want = pattern::block_bytes(block, |b, i| pattern::written_word(seed, b, i));

@@ -14,6 +14,7 @@
 
 mod checks;
 mod pattern;
+mod qcow2;
 mod qmp_control;
 mod shell_check;
 
@@ -57,7 +58,7 @@ pub const CHECKS: &[BlkCheck] = &[
     },
     BlkCheck {
         name: "blk-flush-durable",
-        summary: "QEMU killed (SIGKILL) right after a flush is acknowledged; the flushed blocks are in the image",
+        summary: "QEMU killed (SIGKILL) right after a flush is acknowledged; the flushed blocks are in the qcow2 image",
         needs_new_driver: false,
         run: checks::flush_durable,
     },
