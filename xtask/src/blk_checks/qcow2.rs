@@ -104,7 +104,8 @@ mod tests {
         assert_eq!(read_guest(&path, 1 << 20).unwrap(), vec![0u8; 1 << 20]);
         let mut file = fs::read(&path).unwrap();
         // L1[0] -> an L2 table at cluster 4; its entry 2 -> data at cluster 5.
-        file[3 * CLUSTER as usize..][..8].copy_from_slice(&(4 * CLUSTER | 1 << 63).to_be_bytes());
+        file[3 * CLUSTER as usize..][..8]
+            .copy_from_slice(&((4 * CLUSTER) | (1 << 63)).to_be_bytes());
         file.resize(6 * CLUSTER as usize, 0);
         file[4 * CLUSTER as usize + 16..][..8].copy_from_slice(&(5 * CLUSTER).to_be_bytes());
         file[5 * CLUSTER as usize + 7] = 0xab;
