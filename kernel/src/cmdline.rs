@@ -16,6 +16,48 @@ pub enum Mode {
     /// Panic on purpose while every other CPU logs (`selftest=panic`): the
     /// runner checks that the report comes out once and whole.
     PanicSelfTest,
+    /// `blkcheck=<name>`: one disk workload judged from outside the guest
+    /// (kernel/src/checks, xtask/src/blk_checks); the runner prepared the
+    /// drive it needs.
+    BlkCheck(BlkCheck),
+}
+
+/// The outside blk checks' kernel workloads (`blkcheck=<name>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlkCheck {
+    /// Verify the runner's stamped image, then write patterns over it.
+    HostImage,
+    /// Write, flush, announce the flush; the runner kills QEMU then.
+    FlushDurable,
+    /// Reads, writes and flushes the runner's blkdebug rules fail.
+    Eio,
+    /// A read-only drive: writes refused, reads served.
+    ReadOnly,
+    /// Requests against a drive the runner throttles to a halt.
+    Stall,
+    /// A capacity the runner changes with QMP `block_resize`.
+    Resize,
+}
+
+impl BlkCheck {
+    /// Every workload with its command-line name.
+    pub const ALL: [(&'static str, Self); 6] = [
+        ("host-image", Self::HostImage),
+        ("flush-durable", Self::FlushDurable),
+        ("eio", Self::Eio),
+        ("readonly", Self::ReadOnly),
+        ("stall", Self::Stall),
+        ("resize", Self::Resize),
+    ];
+
+    /// The name on the command line and in the check's output.
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(_, check)| *check == self).map_or("?", |(name, _)| name)
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(known, _)| *known == name).map(|(_, check)| *check)
+    }
 }
 
 /// Something wrong on the command line.
@@ -92,6 +134,9 @@ pub struct Options<'a> {
     /// `mm.canary`: fill every freed frame with a canary and check it
     /// (`mm::canary`); for hostile-device runs.
     pub canaries: bool,
+    /// `blkcheck.seed=<n>`: the seed the runner derived the image's
+    /// expected content from.
+    pub blkcheck_seed: u64,
     problems: [Option<Problem<'a>>; MAX_PROBLEMS],
     /// Problems beyond the ones kept.
     pub extra_problems: usize,
@@ -109,6 +154,7 @@ impl<'a> Options<'a> {
             bench_groups: BenchGroups::ALL,
             bench_secs: 1,
             canaries: false,
+            blkcheck_seed: 1,
             problems: [None; MAX_PROBLEMS],
             extra_problems: 0,
         };
@@ -134,6 +180,14 @@ impl<'a> Options<'a> {
                 ("bench.secs", Some(secs)) => match secs.parse() {
                     Ok(secs @ 1..=MAX_BENCH_SECS) => options.bench_secs = secs,
                     _ => options.report(Problem::BadValue { key, value: secs }),
+                },
+                ("blkcheck", Some(name)) => match BlkCheck::parse(name) {
+                    Some(check) => options.mode = Mode::BlkCheck(check),
+                    None => options.report(Problem::BadValue { key, value: name }),
+                },
+                ("blkcheck.seed", Some(seed)) => match seed.parse() {
+                    Ok(seed) => options.blkcheck_seed = seed,
+                    Err(_) => options.report(Problem::BadValue { key, value: seed }),
                 },
                 ("selftest", Some("panic")) => options.mode = Mode::PanicSelfTest,
                 ("ktest.filter", Some(filter)) => options.test_filter = Some(filter),
@@ -231,6 +285,27 @@ mod tests {
             check_eq!(problems[0], Problem::BadValue { key: "bench", value: "blk,disk" });
             check_eq!(problems[1], Problem::BadValue { key: "bench", value: "" });
             check_eq!(problems[3], Problem::BadValue { key: "bench.secs", value: "9999" });
+            Ok(())
+        }
+    );
+
+    ktest!(
+        fn blk_checks_parse_and_bad_names_are_reported() {
+            let options = Options::parse("blkcheck=host-image blkcheck.seed=77");
+            check_eq!(options.mode, Mode::BlkCheck(BlkCheck::HostImage));
+            check_eq!(options.blkcheck_seed, 77);
+            check_eq!(options.problems().count(), 0);
+            for (name, check) in BlkCheck::ALL {
+                check_eq!(Options::parse(name).mode, Mode::Shell);
+                let word = alloc::format!("blkcheck={name}");
+                check_eq!(Options::parse(&word).mode, Mode::BlkCheck(check));
+                check_eq!(check.name(), name);
+            }
+            let options = Options::parse("blkcheck=disk blkcheck.seed=x");
+            check_eq!(options.mode, Mode::Shell);
+            let problems: alloc::vec::Vec<_> = options.problems().collect();
+            check_eq!(problems[0], Problem::BadValue { key: "blkcheck", value: "disk" });
+            check_eq!(problems[1], Problem::BadValue { key: "blkcheck.seed", value: "x" });
             Ok(())
         }
     );

@@ -11,6 +11,7 @@ extern crate alloc;
 
 mod arch;
 mod bench;
+mod checks;
 mod cmdline;
 mod drivers;
 mod klog;
@@ -120,6 +121,7 @@ extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
             bench::run(options.bench_groups, options.bench_secs);
             exit_qemu(ExitCode::Success)
         }
+        Mode::BlkCheck(check) => checks::run(check, options.blkcheck_seed),
         Mode::PanicSelfTest => panic_while_others_log(),
         Mode::Shell => {
             // The window shows the log and the shell too (serial stays).

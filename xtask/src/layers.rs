@@ -32,7 +32,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     ("scheduler", &["sched"]),
     ("drivers", &["drivers"]),
     ("console and options", &["klog", "cmdline"]),
-    ("modes", &["bench", "shell"]),
+    ("modes", &["bench", "shell", "checks"]),
     ("boot", &["main"]),
 ];
 

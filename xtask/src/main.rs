@@ -11,6 +11,7 @@
 
 mod barrier_mutants;
 mod bench;
+mod blk_checks;
 mod boot;
 mod cmds;
 mod display;
@@ -168,6 +169,9 @@ enum Cmd {
         #[arg(long)]
         checks: bool,
     },
+    /// The outside blk checks (xtask/src/blk_checks): the kernel's disk I/O
+    /// judged from the host image, blkdebug errors and QMP, one boot each.
+    BlkCheck(blk_checks::BlkCheckArgs),
     /// cargo clean.
     Clean,
 }
@@ -181,7 +185,11 @@ impl Cmd {
             }
             Cmd::Bench(args) => &args.boot.qemu_args,
             Cmd::Test(args) => &args.qemu_args,
-            Cmd::Build | Cmd::Clean | Cmd::Hostile(_) | Cmd::Screenshot { .. } => &[],
+            Cmd::Build
+            | Cmd::Clean
+            | Cmd::Hostile(_)
+            | Cmd::Screenshot { .. }
+            | Cmd::BlkCheck(_) => &[],
         }
     }
 }
@@ -290,6 +298,7 @@ fn dispatch(ctx: &cmds::Ctx, cmd: Cmd) -> i32 {
         }
         Cmd::Test(args) => return test_cmd::test(ctx, &args),
         Cmd::Hostile(args) => return hostile::command(ctx, &args),
+        Cmd::BlkCheck(args) => return blk_checks::command(ctx, &args),
         Cmd::BootLog { boot, timeout, until, until_exit, echo } => {
             let stop = match (until, until_exit) {
                 (Some(text), _) => StopAt::Text(text),

@@ -214,6 +214,13 @@ fn kernel_phase(ctx: &Ctx, args: &TestArgs, t: &mut Tally) {
         } else {
             println!("==> hostile-blk checks left out: vhost-user-blk-pci needs a PCI machine");
         }
+        // The disk judged from outside (blk_checks/): image, kill, errors.
+        for (name, outcome) in crate::blk_checks::make_test_checks(ctx, KTEST_SMP[0]) {
+            match outcome {
+                Ok(_) => t.passed += 1,
+                Err(why) => t.failed.push(format!("check: {name} ({why})")),
+            }
+        }
         // What QEMU shows, compared pixel for pixel (pixels/).
         for (name, outcome) in crate::pixels::make_test_checks(ctx) {
             match outcome {

@@ -4,6 +4,8 @@
 //! Home/End, history, Tab completion of command names, Ctrl-C); commands
 //! check their arguments and answer a wrong call with their usage.
 
+mod blk;
+
 use crate::arch::qemu_exit::{ExitCode, exit_qemu};
 use crate::arch::serial;
 use crate::kprintln;
@@ -75,6 +77,12 @@ const COMMANDS: &[Command] = &[
         arguments: Arguments::Rest(demo::USAGE),
         help: "animate the framebuffer with an fps/kicks/fences overlay (a key returns)",
         run: demo::run,
+    },
+    Command {
+        name: "blk",
+        arguments: Arguments::Rest(blk::USAGE),
+        help: "the disk: info; a sector as a hexdump; write text; flush; random-read bench",
+        run: blk::run,
     },
     Command {
         name: "cmdline",

@@ -170,13 +170,18 @@ impl Shell {
         }
     }
 
-    /// Types `line` at the prompt and waits for the next prompt.
-    pub fn command(&mut self, line: &str, timeout: Duration) -> Step {
-        let from = self.transcript.len();
+    /// Types `line` and Enter; false when QEMU's input is gone.
+    pub fn type_line(&mut self, line: &str) -> bool {
         let sent = self.stdin.as_mut().map(|s| {
             s.write_all(line.as_bytes()).and_then(|()| s.write_all(b"\n")).and_then(|()| s.flush())
         });
-        if !matches!(sent, Some(Ok(()))) {
+        matches!(sent, Some(Ok(())))
+    }
+
+    /// Types `line` at the prompt and waits for the next prompt.
+    pub fn command(&mut self, line: &str, timeout: Duration) -> Step {
+        let from = self.transcript.len();
+        if !self.type_line(line) {
             return Step::Died;
         }
         self.wait_for(from, PROMPT, timeout)
