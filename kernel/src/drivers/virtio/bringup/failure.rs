@@ -104,6 +104,9 @@ impl<T: BringUpTransport> VirtioDevice<T> {
                 if let Some(line) = self.line.take() {
                     interrupts::release_line_vector(line.vector);
                 }
+                if let Some(vector) = self.config_vector.take() {
+                    interrupts::release_config_vector(vector);
+                }
                 Teardown::Reset
             }
             Err(_) => {

@@ -41,6 +41,7 @@ use crate::arch::interrupts::{IrqError, IrqHandler};
 use crate::platform::apic::ioapic::IoApicError;
 use crate::platform::pci::msix::{MsiX, MsixError};
 use crate::sync::{SpinLock, SpinLockGuard};
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use interrupts::{Line, Msix, VectorRun};
 use vireo_virtio::{DeviceStatus, Features, QueueConfig, SplitQueue, Transport, UsedLenPolicy};
@@ -48,6 +49,7 @@ use vireo_virtio::{DeviceStatus, Features, QueueConfig, SplitQueue, Transport, U
 pub use config::{ConfigFields, DeviceConfig};
 pub use discovery::{InterruptSource, Location, find_devices};
 pub use failure::{Failed, Teardown};
+pub use interrupts::ConfigSignal;
 pub use transport::{BringUpTransport, KernelTransport, TransportError};
 
 /// What a driver tells bring-up about its device.
@@ -66,6 +68,14 @@ pub trait VirtioDriver {
     /// shared line, where they all have the same vector, must look at
     /// every queue). It sends the EOI.
     const ON_INTERRUPT: Option<IrqHandler> = None;
+    /// Called when the device signals a configuration change (§2.5; e.g. a
+    /// resized disk, a new display mode): from the interrupt handler of
+    /// MSI-X entry 0, routed to CPU 0, or of the shared line (interrupt
+    /// status bit 1, §4.1.4.5). Interrupt context: keep it to setting a
+    /// flag or waking a thread; read the configuration in thread context.
+    /// With `None` the device is told not to signal them (`NO_VECTOR`).
+    /// Without MSI-X and without a line (a polled device) nothing arrives.
+    const ON_CONFIG_CHANGE: Option<fn()> = None;
     /// The device configuration the driver needs.
     type Config: DeviceConfig;
     /// What the driver's requests own while the device has them.
@@ -207,6 +217,11 @@ pub struct VirtioDevice<T: BringUpTransport = KernelTransport> {
     vectors: Option<VectorRun>,
     /// The shared line and its vector.
     line: Option<Line>,
+    /// Counts configuration changes and calls the driver
+    /// ([`VirtioDriver::ON_CONFIG_CHANGE`]); `None` when it has no callback.
+    config_signal: Option<Arc<ConfigSignal>>,
+    /// The MSI-X vector configuration changes arrive on (entry 0).
+    config_vector: Option<u8>,
 }
 
 /// A device that reached DRIVER_OK, with what the driver needs to run it.
@@ -251,6 +266,8 @@ pub fn bring_up_with<D: VirtioDriver, T: BringUpTransport>(
         msix: None,
         vectors: None,
         line: None,
+        config_signal: D::ON_CONFIG_CHANGE.map(|f| Arc::new(ConfigSignal::new(Some(f)))),
+        config_vector: None,
     };
     let mut queues = Vec::new();
     match device.set_up::<D>(location.interrupts(), &mut queues) {
@@ -271,6 +288,24 @@ impl<T: BringUpTransport> VirtioDevice<T> {
         self.transport.lock()
     }
 
+    /// Configuration-change notifications received so far (0 for a driver
+    /// without [`VirtioDriver::ON_CONFIG_CHANGE`]): compare with an earlier
+    /// value to use it as a flag.
+    pub fn config_changes(&self) -> u64 {
+        self.config_signal.as_ref().map_or(0, |signal| signal.changes())
+    }
+
+    /// The MSI-X vector configuration changes arrive on, if routed there.
+    pub fn config_vector(&self) -> Option<u8> {
+        self.config_vector
+    }
+
+    /// Whether configuration changes are signalled at all (an MSI-X entry,
+    /// or the shared line's status bit).
+    pub fn signals_config_changes(&self) -> bool {
+        self.config_signal.is_some() && (self.config_vector.is_some() || self.line.is_some())
+    }
+
     /// Steps 2–5 of the module description; every queue created is pushed
     /// to `queues` at once, so a failure can account for it.
     fn set_up<D: VirtioDriver>(
@@ -280,7 +315,8 @@ impl<T: BringUpTransport> VirtioDevice<T> {
     ) -> Result<(Features, D::Config), BringUpError> {
         // Split borrows: the routing holds the MSI-X table while the queues
         // are programmed through the transport.
-        let VirtioDevice { transport, msix, vectors, line, .. } = self;
+        let VirtioDevice { transport, msix, vectors, line, config_signal, config_vector, .. } =
+            self;
         let transport = transport.get_mut();
         let features = vireo_virtio::negotiate_features(transport, D::REQUIRED | D::OPTIONAL)
             .map_err(BringUpError::Negotiation)?;
@@ -303,19 +339,26 @@ impl<T: BringUpTransport> VirtioDevice<T> {
         let plan = D::queues(&config, features, &limits);
         let interrupting =
             plan.iter().filter(|spec| spec.interrupt != QueueInterrupt::Polled).count();
+        // Mapped only when needed: polled devices that ignore configuration
+        // changes never pay for it.
+        let needs_table =
+            (interrupting > 0 && D::ON_INTERRUPT.is_some()) || config_signal.is_some();
+        if let (InterruptSource::Msix(function), true) = (source, needs_table) {
+            *msix = Some(MsiX::new(function).map_err(BringUpError::Msix)?);
+        }
+        let table = msix.as_ref();
         let mut routing = match (interrupting, D::ON_INTERRUPT) {
             (0, _) => None,
             (_, None) => return Err(BringUpError::NoInterruptHandler),
             (count, Some(handler)) => Some(match source {
-                InterruptSource::Msix(function) => {
-                    let run = allocate_vectors(transport, vectors, count, handler)?;
-                    // Mapped only when needed: polled devices never pay for it.
-                    let table = MsiX::new(function).map_err(BringUpError::Msix)?;
-                    Routing::Msix(Msix { table: msix.insert(table), run })
+                InterruptSource::Msix(_) => {
+                    let run = allocate_vectors(vectors, count, handler)?;
+                    let table = table.ok_or(BringUpError::NoInterruptSource)?;
+                    Routing::Msix(Msix { table, run })
                 }
                 InterruptSource::Line { gsi, trigger, polarity } => {
                     let ack = transport.interrupt_ack().ok_or(BringUpError::NoInterruptSource)?;
-                    let vector = interrupts::claim_line_vector(ack, handler)
+                    let vector = interrupts::claim_line_vector(ack, handler, config_signal.clone())
                         .map_err(BringUpError::Vectors)?;
                     let claimed = *line.insert(Line { gsi, vector, trigger, polarity });
                     Routing::Line { line: claimed, destination: None }
@@ -359,10 +402,23 @@ impl<T: BringUpTransport> VirtioDevice<T> {
             queues.push(Queue { ring, notifier, vector, msix_entry });
             quiet.map_err(|error| BringUpError::Queue { index: spec.index, error })?;
         }
-        match routing {
-            Some(Routing::Msix(msix)) => msix.table.enable().map_err(BringUpError::Msix)?,
-            Some(Routing::Line { line, .. }) => line.enable()?,
-            None => {}
+        // Configuration changes: MSI-X entry 0 if the driver listens, else
+        // `NO_VECTOR` (a shared line reports them in its status byte).
+        if let Some(table) = table {
+            match config_signal {
+                Some(signal) => {
+                    *config_vector =
+                        Some(interrupts::route_config_changes(table, transport, signal)?);
+                }
+                None if !transport.set_config_msix_vector(NO_VECTOR) => {
+                    return Err(BringUpError::VectorRefused { queue: None });
+                }
+                None => {}
+            }
+            table.enable().map_err(BringUpError::Msix)?;
+        }
+        if let Some(Routing::Line { line, .. }) = routing {
+            line.enable()?;
         }
         let status = transport.status();
         transport.set_status(status | DeviceStatus::DRIVER_OK);
@@ -371,10 +427,8 @@ impl<T: BringUpTransport> VirtioDevice<T> {
 }
 
 /// Installs `handler` on `count` consecutive free vectors (recorded in
-/// `vectors`, for the failure path) and keeps configuration changes silent
-/// (the drivers do not use them).
+/// `vectors`, for the failure path).
 fn allocate_vectors(
-    transport: &mut impl BringUpTransport,
     vectors: &mut Option<VectorRun>,
     count: usize,
     handler: IrqHandler,
@@ -382,11 +436,7 @@ fn allocate_vectors(
     let count = u8::try_from(count).map_err(|_| BringUpError::Vectors(IrqError::NoFreeVectors))?;
     let first = crate::arch::interrupts::allocate_irq_vectors(count, handler)
         .map_err(BringUpError::Vectors)?;
-    let run = *vectors.insert(VectorRun { first, count });
-    if !transport.set_config_msix_vector(NO_VECTOR) {
-        return Err(BringUpError::VectorRefused { queue: None });
-    }
-    Ok(run)
+    Ok(*vectors.insert(VectorRun { first, count }))
 }
 
 mod tests;
