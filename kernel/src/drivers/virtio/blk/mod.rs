@@ -357,7 +357,11 @@ impl BlkDevice {
     /// (kept until now: see `Completion::complete`); returns how many.
     pub fn release_abandoned(&self) -> usize {
         let mut released = Vec::new();
-        for slot in &self.queues {
+        for (index, slot) in self.queues.iter().enumerate() {
+            if slot.polled {
+                // Nobody else reaps a polled queue's abandoned requests.
+                self.complete(index, false);
+            }
             let mut state = slot.state.lock();
             released
                 .extend(state.pool.iter_mut().filter_map(|request| request.release_abandoned()));

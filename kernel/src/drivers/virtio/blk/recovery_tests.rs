@@ -69,6 +69,7 @@ fn canary(byte: u8) -> DmaBuffer {
 
 /// Every queue idle with its whole pool back.
 fn all_requests_home(device: &BlkDevice) -> bool {
+    device.release_abandoned();
     device.queues.iter().all(|slot| {
         let state = slot.state.lock();
         state.queue.in_flight() == 0 && state.pool.len() == state.requests_made
