@@ -110,6 +110,9 @@ impl BenchGroups {
 /// Longest `bench.secs=` accepted: a typo must not keep a boot busy for hours.
 const MAX_BENCH_SECS: u32 = 600;
 
+/// Longest `blk.timeout_ms=` accepted (10 minutes).
+const MAX_BLK_TIMEOUT_MS: u64 = 600_000;
+
 /// Problems kept for reporting; more are counted.
 const MAX_PROBLEMS: usize = 8;
 
@@ -137,6 +140,9 @@ pub struct Options<'a> {
     /// `blkcheck.seed=<n>`: the seed the runner derived the image's
     /// expected content from.
     pub blkcheck_seed: u64,
+    /// `blk.timeout_ms=<n>`: the deadline of each virtio-blk request
+    /// (1 ms – 10 min; the driver's default without it).
+    pub blk_timeout_ms: Option<u64>,
     problems: [Option<Problem<'a>>; MAX_PROBLEMS],
     /// Problems beyond the ones kept.
     pub extra_problems: usize,
@@ -155,6 +161,7 @@ impl<'a> Options<'a> {
             bench_secs: 1,
             canaries: false,
             blkcheck_seed: 1,
+            blk_timeout_ms: None,
             problems: [None; MAX_PROBLEMS],
             extra_problems: 0,
         };
@@ -188,6 +195,10 @@ impl<'a> Options<'a> {
                 ("blkcheck.seed", Some(seed)) => match seed.parse() {
                     Ok(seed) => options.blkcheck_seed = seed,
                     Err(_) => options.report(Problem::BadValue { key, value: seed }),
+                },
+                ("blk.timeout_ms", Some(ms)) => match ms.parse() {
+                    Ok(ms @ 1..=MAX_BLK_TIMEOUT_MS) => options.blk_timeout_ms = Some(ms),
+                    _ => options.report(Problem::BadValue { key, value: ms }),
                 },
                 ("selftest", Some("panic")) => options.mode = Mode::PanicSelfTest,
                 ("ktest.filter", Some(filter)) => options.test_filter = Some(filter),
@@ -285,6 +296,9 @@ mod tests {
             check_eq!(problems[0], Problem::BadValue { key: "bench", value: "blk,disk" });
             check_eq!(problems[1], Problem::BadValue { key: "bench", value: "" });
             check_eq!(problems[3], Problem::BadValue { key: "bench.secs", value: "9999" });
+            let options = Options::parse("blk.timeout_ms=250 blk.timeout_ms=0");
+            check_eq!(options.blk_timeout_ms, Some(250));
+            check_eq!(options.problems().count(), 1);
             Ok(())
         }
     );

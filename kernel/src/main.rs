@@ -100,6 +100,9 @@ extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
     log::info!("smp: {} of {} CPUs online", online, ap_apic_ids.len() + 1);
     x86_64::instructions::interrupts::enable();
     pci::init();
+    if let Some(ms) = options.blk_timeout_ms {
+        drivers::virtio::blk::set_timeout_ms(ms);
+    }
     drivers::virtio::blk::init();
     drivers::virtio::gpu::init();
     drivers::virtio::input::init();

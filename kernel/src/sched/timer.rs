@@ -103,6 +103,26 @@ pub fn sleep_until_tsc(deadline_tsc: u64) {
     }
 }
 
+/// Lists `thread` (the caller, about to block) to be woken on this CPU
+/// when the TSC reaches `deadline_tsc`; returns the CPU whose list it is
+/// on, for [`cancel_wake_up`]. Interrupts must be off (we must stay on
+/// this CPU until listed).
+pub(super) fn wake_up_at(deadline_tsc: u64, thread: Arc<Thread>) -> u32 {
+    let cpu = percpu::cpu_id();
+    let timer = &TIMERS[cpu as usize];
+    let mut sleepers = timer.sleepers.lock();
+    sleepers.push((deadline_tsc, thread));
+    rearm(timer, &sleepers);
+    cpu
+}
+
+/// Takes `thread` off `cpu`'s list of [`wake_up_at`] (a no-op if the tick
+/// already woke it), so an early wake-up leaves no stale entry behind to
+/// wake a later, unrelated sleep.
+pub(super) fn cancel_wake_up(cpu: u32, thread: &Arc<Thread>) {
+    TIMERS[cpu as usize].sleepers.lock().retain(|(_, listed)| !Arc::ptr_eq(listed, thread));
+}
+
 /// Blocks the calling thread for at least `us` microseconds.
 #[track_caller]
 pub fn sleep_us(us: u64) {

@@ -42,6 +42,40 @@ impl WaitQueue {
         }
     }
 
+    /// Blocks until `condition()` returns true or the TSC reaches
+    /// `deadline_tsc`, whichever is first; returns whether the condition
+    /// held. Listed on the queue and on the CPU's timer at once: whichever
+    /// wakes the thread first wins (`try_unblock`), and the other entry is
+    /// removed before returning, so neither can wake a later sleep.
+    #[track_caller]
+    pub fn wait_until_deadline(
+        &self,
+        deadline_tsc: u64,
+        mut condition: impl FnMut() -> bool,
+    ) -> bool {
+        might_sleep();
+        let current = super::current();
+        loop {
+            let timer_cpu = {
+                let mut waiters = self.waiters.lock();
+                if condition() {
+                    return true;
+                }
+                if crate::platform::time::rdtsc() >= deadline_tsc {
+                    return false;
+                }
+                current.set_state(ThreadState::Blocked);
+                waiters.push_back(current.clone());
+                // Still under the queue's lock (interrupts off): listed on
+                // this CPU's timer before anyone can wake us.
+                super::timer::wake_up_at(deadline_tsc, current.clone())
+            };
+            super::schedule();
+            self.waiters.lock().retain(|waiter| !Arc::ptr_eq(waiter, &current));
+            super::timer::cancel_wake_up(timer_cpu, &current);
+        }
+    }
+
     /// Wakes the longest waiter; returns whether there was one.
     pub fn wake_one(&self) -> bool {
         let mut waiters = self.waiters.lock();
@@ -138,6 +172,45 @@ mod tests {
         }
         true
     }
+
+    ktest!(
+        fn wait_until_deadline_times_out_then_wakes_on_the_condition() {
+            let queue = Arc::new(WaitQueue::new());
+            // Nobody wakes it: it returns false at the deadline, not before,
+            // and leaves nothing queued behind.
+            let start = time::rdtsc();
+            let deadline = start + time::tsc_hz() / 1000 * 20;
+            check!(!queue.wait_until_deadline(deadline, || false));
+            check!(time::rdtsc() >= deadline);
+            check!(queue.is_empty());
+            // Woken by the condition long before its deadline.
+            let flag = Arc::new(AtomicUsize::new(0));
+            let (waiter_queue, waiter_flag) = (queue.clone(), flag.clone());
+            let result = Arc::new(AtomicUsize::new(0));
+            let waiter_result = result.clone();
+            let handle = spawn_ok(Placement::AnyCpu, move || {
+                let far = time::rdtsc() + time::tsc_hz() * 10;
+                let held = waiter_queue
+                    .wait_until_deadline(far, || waiter_flag.load(Ordering::Acquire) == 1);
+                waiter_result.store(if held { 1 } else { 2 }, Ordering::Release);
+            });
+            check!(wait_for_waiters(&queue, 1), "the waiter never blocked");
+            flag.store(1, Ordering::Release);
+            check!(queue.wake_one());
+            let woken_by = time::uptime_us() + 2_000_000;
+            while result.load(Ordering::Acquire) == 0 && time::uptime_us() < woken_by {
+                timer::sleep_us(1000);
+            }
+            check_eq!(result.load(Ordering::Acquire), 1);
+            handle.join();
+            check!(queue.is_empty());
+            // The cancelled timer entry does not cut a later sleep short.
+            let before = time::uptime_us();
+            timer::sleep_us(5_000);
+            check!(time::uptime_us() >= before + 5_000);
+            Ok(())
+        }
+    );
 
     ktest!(
         fn wake_one_wakes_exactly_one() {

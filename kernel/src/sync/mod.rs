@@ -7,4 +7,4 @@ pub mod preempt;
 pub mod spinlock;
 
 pub use preempt::{PreemptGuard, can_sleep, might_sleep};
-pub use spinlock::{IrqSpinLock, SpinLock, SpinLockGuard};
+pub use spinlock::{IrqSpinLock, IrqSpinLockGuard, SpinLock, SpinLockGuard};

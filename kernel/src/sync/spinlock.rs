@@ -134,6 +134,9 @@ unsafe impl lock_api::RawMutex for RawIrqSpin {
     }
 }
 
+/// Access to the value of a locked [`IrqSpinLock`].
+pub type IrqSpinLockGuard<'a, T> = lock_api::MutexGuard<'a, RawIrqSpin, T>;
+
 /// A spinlock that disables preemption while held.
 pub type SpinLock<T> = lock_api::Mutex<RawPreemptSpin, T>;
 /// Access to the value of a locked [`SpinLock`].

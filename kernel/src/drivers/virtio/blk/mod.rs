@@ -1,6 +1,6 @@
 //! virtio-blk (VirtIO 1.2 §5.2): one queue per CPU, MSI-X completion
 //! interrupts routed to the queue's CPU, blocking and split submit/wait I/O
-//! on caller-owned DMA buffers.
+//! on caller-owned DMA buffers, every request with a deadline.
 //!
 //! A thread submits on the queue of the CPU it runs on (pinned for the
 //! duration of the submission), the device's completion interrupt arrives
@@ -10,33 +10,44 @@
 //! request goes back to the pool as soon as the device finishes it (its
 //! outcome waits in the `Completion`), so submitters holding requests they
 //! have not waited for cannot starve each other of requests.
+//!
+//! Nobody waits forever (`recovery`): a request not finished by its
+//! deadline, or a device that breaks the ring protocol, gets the device
+//! reset, every request in flight failed, and the device initialised
+//! again.
 
+mod config;
+mod pending;
+mod poll;
+mod recovery;
 mod request;
 mod reset;
+mod submit;
 
 use super::bringup::{
-    self, BringUpError, ConfigFields, DeviceConfig, Failed, Queue, QueueInterrupt, QueueLimits,
-    QueueSpec, Running, VirtioDevice, VirtioDriver,
+    self, BringUpError, Failed, Queue, QueueInterrupt, QueueLimits, QueueSpec, Running,
+    VirtioDevice, VirtioDriver,
 };
 use super::hal::KernelHal;
 use super::pci::QueueNotifier;
 use crate::arch::interrupts::{InterruptFrame, IrqHandler};
 use crate::mm::dma::DmaBuffer;
 use crate::sched::WaitQueue;
-use crate::sync::{IrqSpinLock, PreemptGuard};
+use crate::sync::IrqSpinLock;
 use alloc::boxed::Box;
-use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-pub use request::{Completion, Operation, Request};
+pub use config::{BlkConfig, CacheMode, feature};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+pub use pending::Pending;
+pub use poll::BlkCounters;
+pub use recovery::{DEFAULT_TIMEOUT_MS, set_timeout_ms, timeout_ms};
+pub use request::{Completion, Data, ID_BYTES, MAX_DATA_SEGMENTS, Operation, Request};
 use vireo_virtio::{Features, SplitQueue, UsedLenPolicy};
 
 /// Bytes per sector: always 512 in virtio-blk (§5.2.6).
 pub const SECTOR_BYTES: u64 = 512;
 /// Descriptors per queue.
 const QUEUE_SIZE: u16 = 128;
-/// How long a waiter polls for its completion before sleeping.
-const POLL_US: u64 = 30;
 /// Requests in flight per queue at most: every request is one indirect
 /// descriptor.
 const REQUESTS_PER_QUEUE: usize = 64;
@@ -47,21 +58,6 @@ const REQUESTS_PER_QUEUE: usize = 64;
 /// costs well under a millisecond of boot.
 const INITIAL_REQUESTS: usize = REQUESTS_PER_QUEUE;
 
-/// Device feature bits (§5.2.3).
-mod feature {
-    pub const RO: u64 = 1 << 5;
-    pub const BLK_SIZE: u64 = 1 << 6;
-    pub const FLUSH: u64 = 1 << 9;
-    pub const MQ: u64 = 1 << 12;
-}
-
-/// Device configuration offsets (§5.2.4, `struct virtio_blk_config`).
-mod config {
-    pub const CAPACITY: usize = 0;
-    pub const BLK_SIZE: usize = 20;
-    pub const NUM_QUEUES: usize = 34;
-}
-
 /// virtio-blk as bring-up sees it: features, configuration, queues.
 struct BlkDriver;
 
@@ -71,18 +67,21 @@ impl VirtioDriver for BlkDriver {
     /// Each request is one indirect descriptor, which is what lets the
     /// request pool bound a queue's depth (§2.7.5.3).
     const REQUIRED: Features = Features::INDIRECT_DESC;
-    const OPTIONAL: Features = Features::EVENT_IDX.union(Features::RING_RESET).union(
-        Features::from_bits_retain(feature::RO | feature::BLK_SIZE | feature::FLUSH | feature::MQ),
-    );
+    const OPTIONAL: Features = Features::EVENT_IDX
+        .union(Features::RING_RESET)
+        .union(Features::from_bits_retain(feature::OPTIONAL));
     const ON_INTERRUPT: Option<IrqHandler> = Some(on_completion_interrupt);
+    const ON_CONFIG_CHANGE: Option<fn()> = Some(on_config_change);
     type Config = BlkConfig;
     type Buffers = Box<Request>;
 
     /// One queue per CPU, as far as the device, MSI-X and queue count go,
     /// each interrupting the CPU it serves (on a shared line, all of them
-    /// interrupt the first queue's CPU).
+    /// interrupt the first queue's CPU). Without any interrupt (a PCI
+    /// function without MSI-X) one polled queue.
     fn queues(config: &BlkConfig, _: Features, limits: &QueueLimits) -> Vec<QueueSpec> {
         let cpus = u16::try_from(limits.online_cpus).unwrap_or(u16::MAX);
+        let polled = limits.interrupting_queues() == 0;
         let count = cpus
             .min(config.device_queues)
             .min(limits.device_queues)
@@ -92,8 +91,12 @@ impl VirtioDriver for BlkDriver {
             .map(|index| QueueSpec {
                 index,
                 size: QUEUE_SIZE,
-                indirect_max: 3,
-                interrupt: QueueInterrupt::OnCpu(u32::from(index)),
+                indirect_max: 2 + MAX_DATA_SEGMENTS as u16,
+                interrupt: if polled {
+                    QueueInterrupt::Polled
+                } else {
+                    QueueInterrupt::OnCpu(u32::from(index))
+                },
                 // Clamp: the status byte, not the used length, says whether a
                 // request worked, and devices that count the readable header
                 // in the length (why Linux reverted its core length check,
@@ -104,28 +107,7 @@ impl VirtioDriver for BlkDriver {
     }
 }
 
-/// What the driver takes from `struct virtio_blk_config`.
-struct BlkConfig {
-    capacity_sectors: u64,
-    block_bytes: u32,
-    device_queues: u16,
-}
-
-impl DeviceConfig for BlkConfig {
-    fn read(fields: &mut ConfigFields<'_>, features: Features) -> Result<Self, BringUpError> {
-        let has = |bit: u64| features.bits() & bit != 0;
-        let capacity_sectors = fields.u64(config::CAPACITY)?;
-        let block_size = if has(feature::BLK_SIZE) { fields.u32(config::BLK_SIZE)? } else { 512 };
-        // A nonsense block size (not a power of two ≥ 512) is ignored.
-        let block_bytes =
-            if block_size.is_power_of_two() && block_size >= 512 { block_size } else { 512 };
-        let device_queues =
-            if has(feature::MQ) { fields.u16(config::NUM_QUEUES)?.max(1) } else { 1 };
-        Ok(Self { capacity_sectors, block_bytes, device_queues })
-    }
-}
-
-/// A queue's first requests (the pool grows on demand up to its cap).
+/// A queue's requests.
 #[allow(clippy::vec_box)]
 fn initial_pool() -> Result<Vec<Box<Request>>, vireo_virtio::Error> {
     let mut pool = Vec::with_capacity(REQUESTS_PER_QUEUE);
@@ -138,27 +120,38 @@ fn initial_pool() -> Result<Vec<Box<Request>>, vireo_virtio::Error> {
 /// Why a block operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlkError {
-    /// The range is not whole sectors, is empty, exceeds the buffer, or
-    /// runs past the end of the disk.
+    /// The range is not whole sectors, is empty, exceeds the buffers, runs
+    /// past the end of the disk, or needs more segments than the device
+    /// takes in one request.
     BadRange,
+    /// Sector or length is not a multiple of the device's block size
+    /// (`VIRTIO_BLK_F_BLK_SIZE`, §5.2.4).
+    Unaligned,
     /// The device is read-only.
     ReadOnly,
     /// The device answered `VIRTIO_BLK_S_IOERR`.
     Io,
-    /// The device does not support the operation.
+    /// The device does not support the operation (not negotiated, or it
+    /// answered `VIRTIO_BLK_S_UNSUPP`).
     Unsupported,
-    /// The device broke the ring protocol; the driver stopped using it.
+    /// The request was not finished by its deadline: the device was reset
+    /// and the request taken back (a write may be partly on the disk).
+    Timeout,
+    /// The device broke the ring protocol or would not come back after a
+    /// reset; the driver stopped using it.
     DeviceFailed,
-    /// A queue reset took the request back before the device ran it;
-    /// nothing was transferred. Submitting it again is safe.
+    /// A reset (of its queue, or of the device because another request
+    /// timed out or the device lied) took the request back before it
+    /// finished. Submitting it again is safe.
     Cancelled,
 }
 
 struct BlkQueue {
     queue: SplitQueue<KernelHal, Box<Request>>,
     notifier: QueueNotifier,
-    /// The MSI-X entry the queue interrupts through (a queue reset clears
-    /// the device's copy; the restart programs it again).
+    /// The MSI-X entry the queue interrupts through (a reset clears the
+    /// device's copy; the restart programs it again); `NO_VECTOR` on a
+    /// shared line or when polled.
     msix_entry: u16,
     /// Boxed: a request travels through the ring as an 8-byte owner.
     #[allow(clippy::vec_box)]
@@ -168,17 +161,17 @@ struct BlkQueue {
 }
 
 impl BlkQueue {
-    /// A free request: from the pool, or a new one while under the cap.
+    /// A free request from the pool.
     fn take_request(&mut self) -> Option<Box<Request>> {
-        if let Some(request) = self.pool.pop() {
-            return Some(request);
-        }
-        if self.requests_made == REQUESTS_PER_QUEUE {
-            return None;
-        }
-        let request = Request::new().ok()?;
-        self.requests_made += 1;
-        Some(request)
+        self.pool.pop()
+    }
+
+    /// Hands a finished request's outcome to its submitter and puts the
+    /// request back in the pool at once; returns 1 (requests freed).
+    fn recycle(&mut self, mut request: Box<Request>) -> usize {
+        request.finish();
+        self.pool.push(request);
+        1
     }
 }
 
@@ -186,21 +179,47 @@ struct QueueSlot {
     state: IrqSpinLock<BlkQueue>,
     /// Threads waiting for a free request.
     space: WaitQueue,
+    /// Completion interrupts this queue took, per CPU that took them.
+    interrupts: Box<[AtomicU64]>,
+    /// The queue has no interrupt: waiters poll it.
+    polled: bool,
+    /// The device's used index, read without the lock.
+    used_idx: poll::UsedIndex,
+    /// Lock-free polling state.
+    poll: poll::PollState,
+}
+
+impl QueueSlot {
+    /// Wakes up to `freed` submitters waiting for a request. Call without
+    /// the queue's lock: their wait condition takes it.
+    fn wake_submitters(&self, freed: usize) {
+        for _ in 0..freed {
+            if !self.space.wake_one() {
+                break;
+            }
+        }
+    }
 }
 
 /// A virtio-blk device.
 pub struct BlkDevice {
     queues: Vec<QueueSlot>,
-    capacity_sectors: u64,
-    block_bytes: u32,
-    is_read_only: bool,
-    has_flush: bool,
+    features: Features,
+    /// What the configuration said, re-read on a configuration change and
+    /// after a reset.
+    config: IrqSpinLock<BlkConfig>,
+    capacity_sectors: AtomicU64,
+    /// A configuration-change interrupt arrived since the last read.
+    config_stale: AtomicBool,
+    /// The cache mode the user chose, restored after a reset.
+    chosen_cache_mode: IrqSpinLock<Option<CacheMode>>,
     /// Every queue interrupts on the same vector (one shared line): an
     /// interrupt may be for any of them.
     is_vector_shared: bool,
     /// `VIRTIO_F_RING_RESET` was negotiated: [`BlkDevice::reset_queue`].
     has_queue_reset: bool,
-    failed: AtomicBool,
+    /// Health: see `recovery`.
+    health: recovery::Health,
     /// Transport, MSI-X table and vectors, owned for the device's lifetime.
     /// Lock order: a queue's `state`, then the transport.
     virtio: VirtioDevice,
@@ -215,11 +234,12 @@ pub fn init() -> Option<&'static BlkDevice> {
         .call_once(|| match BlkDevice::probe() {
             Ok(device) => {
                 log::info!(
-                    "virtio-blk: {} MiB, {} queues{}{}",
-                    (device.capacity_sectors * SECTOR_BYTES) >> 20,
+                    "virtio-blk: {} MiB, {} queues{}, block {} bytes, features {}",
+                    (device.capacity_sectors() * SECTOR_BYTES) >> 20,
                     device.queues.len(),
-                    if device.is_read_only { ", read-only" } else { "" },
-                    if device.has_flush { ", flush" } else { "" }
+                    if device.queues.iter().any(|slot| slot.polled) { " (polled)" } else { "" },
+                    device.block_bytes(),
+                    device.feature_names().join(",")
                 );
                 Some(device)
             }
@@ -239,53 +259,77 @@ pub fn device() -> Option<&'static BlkDevice> {
 impl BlkDevice {
     fn probe() -> Result<Self, Failed> {
         let Running { device, features, config, queues } = bringup::probe::<BlkDriver>()?;
-        let has = |bit: u64| features.bits() & bit != 0;
-        // Every queue interrupts (`BlkDriver::queues`), on consecutive vectors.
         let first_vector = queues.first().and_then(|queue| queue.vector);
         let pools: Result<Vec<_>, _> = queues.iter().map(|_| initial_pool()).collect();
-        let (Some(first_vector), Ok(pools)) = (first_vector, pools) else {
+        let Ok(pools) = pools else {
             let rings = queues.into_iter().map(|queue| queue.ring).collect();
             return Err(device.fail(rings, BringUpError::Driver("no memory for requests")));
         };
-        FIRST_VECTOR.store(first_vector, Ordering::Release);
-        let is_vector_shared =
-            queues.len() > 1 && queues.iter().all(|queue| queue.vector == Some(first_vector));
+        FIRST_VECTOR.store(first_vector.unwrap_or(0), Ordering::Release);
+        let is_vector_shared = queues.len() > 1
+            && first_vector.is_some()
+            && queues.iter().all(|queue| queue.vector == first_vector);
+        let cpus = crate::smp::online_cpus();
         let queues = queues
             .into_iter()
             .zip(pools)
-            .map(|(Queue { ring, notifier, msix_entry, .. }, pool)| QueueSlot {
+            .map(|(Queue { ring, notifier, msix_entry, vector }, pool)| QueueSlot {
+                used_idx: poll::UsedIndex::of(&ring),
+                poll: poll::PollState::default(),
                 state: IrqSpinLock::new(BlkQueue {
                     queue: ring,
                     notifier,
-                    // Every queue interrupts, so every queue has an entry.
                     msix_entry: msix_entry.unwrap_or(super::pci::NO_VECTOR),
                     pool,
                     requests_made: INITIAL_REQUESTS,
                 }),
                 space: WaitQueue::new(),
+                interrupts: (0..cpus).map(|_| AtomicU64::new(0)).collect(),
+                polled: vector.is_none(),
             })
             .collect();
         Ok(Self {
             queues,
-            capacity_sectors: config.capacity_sectors,
-            block_bytes: config.block_bytes,
-            is_read_only: has(feature::RO),
-            has_flush: has(feature::FLUSH),
+            features,
+            capacity_sectors: AtomicU64::new(config.capacity_sectors),
+            config: IrqSpinLock::new(config),
+            config_stale: AtomicBool::new(false),
+            chosen_cache_mode: IrqSpinLock::new(None),
             is_vector_shared,
             has_queue_reset: features.contains(Features::RING_RESET),
-            failed: AtomicBool::new(false),
+            health: recovery::Health::default(),
             virtio: device,
         })
     }
 
-    /// Disk size in 512-byte sectors.
-    pub fn capacity_sectors(&self) -> u64 {
-        self.capacity_sectors
+    /// Whether the device offered and the driver accepted `bit` (§5.2.3).
+    pub fn has(&self, bit: u64) -> bool {
+        self.features.bits() & bit != 0
     }
 
-    /// The device's preferred block size in bytes.
+    /// The negotiated features (transport and device bits).
+    pub fn features(&self) -> Features {
+        self.features
+    }
+
+    /// Disk size in 512-byte sectors (re-read after a configuration change:
+    /// QEMU's `block_resize`).
+    pub fn capacity_sectors(&self) -> u64 {
+        if self.config_stale.swap(false, Ordering::AcqRel) {
+            self.reread_config();
+        }
+        self.capacity_sectors.load(Ordering::Acquire)
+    }
+
+    /// Configuration-change interrupts seen so far.
+    pub fn config_changes(&self) -> u64 {
+        self.virtio.config_changes()
+    }
+
+    /// The device's block size in bytes (`blk_size`, 512 without
+    /// `VIRTIO_BLK_F_BLK_SIZE`); I/O must be aligned to it.
     pub fn block_bytes(&self) -> u32 {
-        self.block_bytes
+        self.config.lock().block_bytes
     }
 
     /// Number of request queues (one per CPU, as far as the device allows).
@@ -295,7 +339,7 @@ impl BlkDevice {
 
     /// Whether the device refuses writes.
     pub fn is_read_only(&self) -> bool {
-        self.is_read_only
+        self.has(feature::RO)
     }
 
     /// A snapshot of queue `index`'s ring counters.
@@ -303,79 +347,36 @@ impl BlkDevice {
         self.queues.get(index).map(|slot| slot.state.lock().queue.stats())
     }
 
-    /// Starts a transfer of `len_bytes` between sector `sector` and `buffer`;
-    /// the buffer belongs to the request until [`Pending::wait`] returns it.
-    ///
-    /// # Errors
-    /// [`BlkError`] (with the buffer handed back) for bad ranges, writes to a
-    /// read-only disk, or a failed device.
-    pub fn submit(
-        &'static self,
-        operation: Operation,
-        sector: u64,
-        buffer: Option<DmaBuffer>,
-        len_bytes: usize,
-    ) -> Result<Pending, (BlkError, Option<DmaBuffer>)> {
-        if let Err(error) = self.check(operation, sector, buffer.as_ref(), len_bytes) {
-            return Err((error, buffer));
-        }
-        let mut buffer = buffer;
-        loop {
-            let pinned = PreemptGuard::new();
-            let queue_index = pinned.cpu_id() as usize % self.queues.len();
-            let slot = &self.queues[queue_index];
+    /// Completion interrupts queue `queue` took on CPU `cpu`.
+    pub fn interrupts_taken(&self, queue: usize, cpu: usize) -> u64 {
+        let slot = self.queues.get(queue);
+        slot.and_then(|slot| slot.interrupts.get(cpu)).map_or(0, |n| n.load(Ordering::Relaxed))
+    }
+
+    /// Frees the buffers of finished requests whose `Pending` was dropped
+    /// (kept until now: see `Completion::complete`); returns how many.
+    pub fn release_abandoned(&self) -> usize {
+        let mut released = Vec::new();
+        for (index, slot) in self.queues.iter().enumerate() {
+            if slot.polled {
+                // Nobody else reaps a polled queue's abandoned requests.
+                self.complete(index, false);
+            }
             let mut state = slot.state.lock();
-            let Some(mut request) = state.take_request() else {
-                drop(state);
-                drop(pinned);
-                // All requests of this queue are out: wait for one back.
-                slot.space.wait_until(|| !slot.state.lock().pool.is_empty());
-                continue;
-            };
-            request.prepare(operation, sector, buffer.take(), len_bytes as u32);
-            let completion = request.completion.clone();
-            if let Err(rejected) = state.queue.add(request) {
-                // Only a broken ring refuses: the pool bounds the depth.
-                let mut request = rejected.buffers;
-                let data = request.take_data();
-                state.pool.push(request);
-                self.failed.store(true, Ordering::Release);
-                return Err((BlkError::DeviceFailed, data));
-            }
-            match state.queue.should_notify() {
-                Ok(true) => state.notifier.notify(),
-                Ok(false) => {}
-                Err(_) => self.failed.store(true, Ordering::Release),
-            }
-            return Ok(Pending { device: self, queue_index, completion });
+            released
+                .extend(state.pool.iter_mut().filter_map(|request| request.release_abandoned()));
         }
+        // Freed with no queue lock held.
+        released.len()
     }
 
-    fn check(
-        &self,
-        operation: Operation,
-        sector: u64,
-        buffer: Option<&DmaBuffer>,
-        len_bytes: usize,
-    ) -> Result<(), BlkError> {
-        if self.failed.load(Ordering::Acquire) {
-            return Err(BlkError::DeviceFailed);
-        }
-        if operation == Operation::Flush {
-            return if self.has_flush { Ok(()) } else { Err(BlkError::Unsupported) };
-        }
-        if operation == Operation::Write && self.is_read_only {
-            return Err(BlkError::ReadOnly);
-        }
-        let buffer_bytes = buffer.map_or(0, DmaBuffer::len_bytes);
-        let sectors = len_bytes as u64 / SECTOR_BYTES;
-        let whole = len_bytes > 0 && (len_bytes as u64).is_multiple_of(SECTOR_BYTES);
-        let fits = len_bytes <= buffer_bytes && len_bytes <= u32::MAX as usize;
-        let on_disk = sector.checked_add(sectors).is_some_and(|end| end <= self.capacity_sectors);
-        if whole && fits && on_disk { Ok(()) } else { Err(BlkError::BadRange) }
+    /// Whether queue `queue` is polled (no interrupt to wait for).
+    pub fn is_polled(&self, queue: usize) -> bool {
+        self.queues.get(queue).is_some_and(|slot| slot.polled)
     }
 
-    /// Reads `len_bytes` from sector `sector` into `buffer`.
+    /// Reads `len_bytes` from sector `sector` into `buffer`; a transfer
+    /// longer than one request may carry is split into several.
     ///
     /// # Errors
     /// As [`BlkDevice::submit`] and [`Pending::wait`]; the buffer comes back
@@ -386,10 +387,11 @@ impl BlkDevice {
         buffer: DmaBuffer,
         len_bytes: usize,
     ) -> Result<DmaBuffer, (BlkError, Option<DmaBuffer>)> {
-        self.submit(Operation::Read, sector, Some(buffer), len_bytes)?.wait_for_buffer()
+        self.transfer(Operation::Read, sector, buffer, len_bytes)
     }
 
-    /// Writes `len_bytes` from `buffer` to sector `sector`.
+    /// Writes `len_bytes` from `buffer` to sector `sector` (split as
+    /// [`BlkDevice::read`]).
     ///
     /// # Errors
     /// As [`BlkDevice::read`].
@@ -399,7 +401,7 @@ impl BlkDevice {
         buffer: DmaBuffer,
         len_bytes: usize,
     ) -> Result<DmaBuffer, (BlkError, Option<DmaBuffer>)> {
-        self.submit(Operation::Write, sector, Some(buffer), len_bytes)?.wait_for_buffer()
+        self.transfer(Operation::Write, sector, buffer, len_bytes)
     }
 
     /// Makes earlier writes durable.
@@ -411,8 +413,10 @@ impl BlkDevice {
         pending.wait().0
     }
 
-    /// Takes every finished request off queue `index` (interrupt context).
-    fn complete(&self, index: usize) {
+    /// Takes every finished request off queue `index`; with `rearm`, turns
+    /// interrupts back on and rechecks (§2.7.14), as the interrupt handler
+    /// must; a poller leaves them off.
+    fn complete(&self, index: usize, rearm: bool) {
         let Some(slot) = self.queues.get(index) else {
             return;
         };
@@ -421,21 +425,27 @@ impl BlkDevice {
             let mut freed = 0;
             loop {
                 loop {
+                    // Read before the pop that finds nothing: everything up
+                    // to it has then been taken (see `poll`).
+                    let published = slot.used_idx.load();
                     match state.queue.pop_used() {
                         Ok(Some(used)) => freed += state.recycle(used.buffers),
-                        Ok(None) => break,
+                        Ok(None) => {
+                            slot.poll.seen_used.store(published, Ordering::Relaxed);
+                            break;
+                        }
                         Err(error) => {
                             // §2.7: the device broke the protocol. Its requests
                             // stay with the broken queue (the device may still
-                            // write them); new ones are refused.
-                            if !self.failed.swap(true, Ordering::AcqRel) {
-                                log::error!("virtio-blk: queue {index}: {error}; device disabled");
-                            }
+                            // write them) until a reset proves it stopped.
+                            self.health.protocol_violation(index, error);
                             break;
                         }
                     }
                 }
-                // §2.7.14: re-enable, then recheck for completions that raced in.
+                if !rearm {
+                    break;
+                }
                 match state.queue.enable_interrupts() {
                     Ok(true) => continue,
                     Ok(false) | Err(_) => break,
@@ -443,88 +453,47 @@ impl BlkDevice {
             }
             freed
         };
+        if freed > 0 {
+            self.health.progress();
+        }
         slot.wake_submitters(freed);
-    }
-}
-
-impl BlkQueue {
-    /// Hands a finished request's outcome to its submitter and puts the
-    /// request back in the pool at once; returns 1 (requests freed).
-    fn recycle(&mut self, mut request: Box<Request>) -> usize {
-        request.finish();
-        self.pool.push(request);
-        1
-    }
-}
-
-impl QueueSlot {
-    /// Wakes up to `freed` submitters waiting for a request. Call without
-    /// the queue's lock: their wait condition takes it.
-    fn wake_submitters(&self, freed: usize) {
-        for _ in 0..freed {
-            if !self.space.wake_one() {
-                break;
-            }
-        }
-    }
-}
-
-/// A submitted request.
-#[must_use = "the buffer comes back only through wait"]
-pub struct Pending {
-    device: &'static BlkDevice,
-    queue_index: usize,
-    completion: Arc<Completion>,
-}
-
-impl Pending {
-    /// Blocks until the device finishes; returns the outcome and the data
-    /// buffer.
-    pub fn wait(self) -> (Result<(), BlkError>, Option<DmaBuffer>) {
-        // Hybrid polling: a request usually comes back within tens of
-        // microseconds, less than a sleep/wake-up round trip costs; poll
-        // the queue briefly, then sleep on the completion interrupt.
-        let deadline =
-            crate::platform::time::rdtsc() + crate::platform::time::tsc_hz() / 1_000_000 * POLL_US;
-        while !self.completion.is_done() && crate::platform::time::rdtsc() < deadline {
-            self.device.complete(self.queue_index);
-            core::hint::spin_loop();
-        }
-        let outcome = self.completion.wait();
-        let result = match outcome.status {
-            _ if outcome.cancelled => Err(BlkError::Cancelled),
-            request::STATUS_OK => Ok(()),
-            request::STATUS_UNSUPP => Err(BlkError::Unsupported),
-            request::STATUS_IOERR => Err(BlkError::Io),
-            // A value the spec does not define: not a success either.
-            _ => Err(BlkError::Io),
-        };
-        (result, outcome.data)
-    }
-
-    fn wait_for_buffer(self) -> Result<DmaBuffer, (BlkError, Option<DmaBuffer>)> {
-        match self.wait() {
-            (Ok(()), Some(buffer)) => Ok(buffer),
-            (Ok(()), None) => Err((BlkError::DeviceFailed, None)),
-            (Err(error), buffer) => Err((error, buffer)),
-        }
     }
 }
 
 fn on_completion_interrupt(frame: &mut InterruptFrame) {
     let first = FIRST_VECTOR.load(Ordering::Acquire);
     if let Some(device) = device() {
+        let cpu = crate::arch::percpu::cpu_id() as usize;
+        let count = |index: usize| {
+            if let Some(n) = device.queues.get(index).and_then(|slot| slot.interrupts.get(cpu)) {
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+        };
         if device.is_vector_shared {
             // §4.2.3.3: one notification for every active queue.
             for index in 0..device.queues.len() {
-                device.complete(index);
+                count(index);
+                device.complete(index, true);
             }
         } else {
-            device.complete(usize::from((frame.vector as u8).wrapping_sub(first)));
+            let index = usize::from((frame.vector as u8).wrapping_sub(first));
+            count(index);
+            device.complete(index, true);
         }
     }
     crate::platform::apic::lapic::eoi();
 }
 
+/// The device changed its configuration (e.g. `block_resize`): read it
+/// again at the next look, in thread context.
+fn on_config_change() {
+    if let Some(device) = device() {
+        device.config_stale.store(true, Ordering::Release);
+    }
+}
+
+mod feature_tests;
+mod io_tests;
+mod recovery_tests;
 mod reset_tests;
 mod tests;

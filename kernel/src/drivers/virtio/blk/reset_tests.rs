@@ -143,7 +143,15 @@ ktest!(
         for i in 0..REQUESTS {
             let request = Request::new().map_err(|e| format!("{e}"));
             let mut request = request.map_err(crate::ktest::TestFailure::new)?;
-            request.prepare(Operation::Read, base + i, Some(filled(0xa5, 1)), 512);
+            let prepared = request.prepare(
+                Operation::Read,
+                base + i,
+                super::Data::One(filled(0xa5, 1)),
+                (0, 512),
+                (4096, 1),
+                (0, 0),
+            );
+            check!(prepared.is_ok());
             requests.push(request);
         }
         let (tokens, popped, reclaimed, stats) = {
@@ -322,7 +330,7 @@ ktest!(
         check_eq!(after.queue_resets, before.queue_resets + delays_us.len() as u64);
         let status = device.virtio.transport().status();
         check!(!status.contains(DeviceStatus::DEVICE_NEEDS_RESET), "device status {:?}", status);
-        check!(!device.failed.load(Ordering::Acquire));
+        check!(!device.health.is_failed());
         {
             let state = device.queues[index].state.lock();
             check_eq!((state.queue.in_flight(), state.queue.is_broken()), (0, false));

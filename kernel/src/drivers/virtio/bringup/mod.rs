@@ -33,6 +33,7 @@ mod config;
 mod discovery;
 mod failure;
 mod interrupts;
+mod restart;
 mod transport;
 
 use super::hal::KernelHal;
@@ -343,7 +344,9 @@ impl<T: BringUpTransport> VirtioDevice<T> {
         // changes never pay for it.
         let needs_table =
             (interrupting > 0 && D::ON_INTERRUPT.is_some()) || config_signal.is_some();
-        if let (InterruptSource::Msix(function), true) = (source, needs_table) {
+        if let (InterruptSource::Msix(function), true) = (source, needs_table)
+            && (interrupting > 0 || MsiX::table_size_of(function).is_ok())
+        {
             *msix = Some(MsiX::new(function).map_err(BringUpError::Msix)?);
         }
         let table = msix.as_ref();

@@ -1,0 +1,199 @@
+//! Submitting requests: the checks every request passes before the
+//! device sees it (range, block alignment §5.2.5, read-only, features),
+//! then one pinned trip to the CPU's queue: a pooled request, `add`, and
+//! a kick when the device asks for one (§2.7.13).
+
+use super::{BlkDevice, BlkError, Data, Operation, Pending, SECTOR_BYTES, feature, recovery};
+use crate::mm::dma::DmaBuffer;
+use crate::sync::PreemptGuard;
+use alloc::vec::Vec;
+
+impl BlkDevice {
+    /// Starts a transfer of `len_bytes` between sector `sector` and `buffer`;
+    /// the buffer belongs to the request until [`Pending::wait`] returns it.
+    ///
+    /// # Errors
+    /// [`BlkError`] (with the buffer handed back) for bad ranges, writes to a
+    /// read-only disk, or a failed device.
+    pub fn submit(
+        &'static self,
+        operation: Operation,
+        sector: u64,
+        buffer: Option<DmaBuffer>,
+        len_bytes: usize,
+    ) -> Result<Pending, (BlkError, Option<DmaBuffer>)> {
+        let data = buffer.map_or(Data::None, Data::One);
+        self.submit_data(operation, sector, data, (0, len_bytes as u64), (0, 0), true)
+            .map_err(|(error, data)| (error, data.into_one()))
+    }
+
+    /// Starts a scatter-gather transfer of `len_bytes` between sector
+    /// `sector` and `buffers` in order (each cut into segments of at most
+    /// `size_max` bytes, at most `seg_max` of them in all).
+    ///
+    /// # Errors
+    /// As [`BlkDevice::submit`]; [`BlkError::BadRange`] when the buffers
+    /// need more segments than the device takes.
+    pub fn submit_sg(
+        &'static self,
+        operation: Operation,
+        sector: u64,
+        buffers: Vec<DmaBuffer>,
+        len_bytes: u64,
+    ) -> Result<Pending, (BlkError, Vec<DmaBuffer>)> {
+        self.submit_data(operation, sector, Data::Many(buffers), (0, len_bytes), (0, 0), true)
+            .map_err(|(error, data)| (error, data.into_vec()))
+    }
+
+    /// As [`BlkDevice::submit`], but the device is not told (no kick): an
+    /// idle device never sees the request, so it stalls until its
+    /// deadline. For the recovery tests.
+    pub fn submit_unkicked(
+        &'static self,
+        operation: Operation,
+        sector: u64,
+        buffer: DmaBuffer,
+        len_bytes: usize,
+    ) -> Result<Pending, (BlkError, Option<DmaBuffer>)> {
+        self.submit_data(operation, sector, Data::One(buffer), (0, len_bytes as u64), (0, 0), false)
+            .map_err(|(error, data)| (error, data.into_one()))
+    }
+
+    /// Submits one request for the bytes `span` = (skip, length) of
+    /// `data`; `range` is discard/write-zeroes' (sectors, flags).
+    pub(super) fn submit_data(
+        &'static self,
+        operation: Operation,
+        sector: u64,
+        data: Data,
+        span: (u64, u64),
+        range: (u32, u32),
+        kick: bool,
+    ) -> Result<Pending, (BlkError, Data)> {
+        if let Err(error) = self.check(operation, sector, &data, span, range.0) {
+            return Err((error, data));
+        }
+        let limits = self.segment_limits();
+        let mut data = data;
+        loop {
+            self.health.recover_if_needed(self);
+            if self.health.is_failed() {
+                return Err((BlkError::DeviceFailed, data));
+            }
+            let pinned = PreemptGuard::new();
+            let queue_index = pinned.cpu_id() as usize % self.queues.len();
+            let slot = &self.queues[queue_index];
+            let mut state = slot.state.lock();
+            let Some(mut request) = state.take_request() else {
+                drop(state);
+                drop(pinned);
+                // All requests of this queue are out: wait for one back; no
+                // request coming back for a whole timeout means the device
+                // stalled (every one in flight is past its deadline).
+                // Their completions must interrupt: a poller may have left
+                // the queue's interrupts off (re-enable, then recheck).
+                self.complete(queue_index, !slot.polled);
+                if slot.polled {
+                    // No interrupt will come: look again shortly (the
+                    // waiters of those requests mind their deadlines).
+                    crate::sched::timer::sleep_us(20);
+                    continue;
+                }
+                let deadline = recovery::deadline_from_now();
+                if !slot.space.wait_until_deadline(deadline, || !slot.state.lock().pool.is_empty())
+                {
+                    self.health.recover(
+                        self,
+                        self.health.generation(),
+                        "no request came back for a whole timeout",
+                    );
+                }
+                continue;
+            };
+            // The last user's abandoned outcome, if any: freed here, in
+            // thread context (under the lock, but the frame allocator is
+            // never used from interrupts).
+            drop(request.release_abandoned());
+            if let Err((_, rejected)) =
+                request.prepare(operation, sector, data, span, limits, range)
+            {
+                state.pool.push(request);
+                return Err((BlkError::BadRange, rejected));
+            }
+            request.completion.set_deadline(recovery::deadline_from_now());
+            let completion = request.completion.clone();
+            let generation = self.health.generation();
+            if let Err(rejected) = state.queue.add(request) {
+                // Only a broken ring refuses (the pool bounds the depth):
+                // reset the device and try again.
+                let mut request = rejected.buffers;
+                data = request.take_all_data();
+                state.pool.push(request);
+                self.health.needs_reset();
+                continue;
+            }
+            match state.queue.should_notify() {
+                // Not kicking is only for the tests' stalled device.
+                Ok(true) if kick => state.notifier.notify(),
+                Ok(true) => {}
+                Ok(false) => {}
+                Err(_) => self.health.needs_reset(),
+            }
+            return Ok(Pending::new(self, queue_index, completion, generation));
+        }
+    }
+
+    /// (size_max, seg_max) for laying out a request's data.
+    pub(super) fn segment_limits(&self) -> (u32, usize) {
+        let config = self.config.lock();
+        (config.size_max, config.seg_max as usize)
+    }
+
+    pub(super) fn check(
+        &self,
+        operation: Operation,
+        sector: u64,
+        data: &Data,
+        span: (u64, u64),
+        range_sectors: u32,
+    ) -> Result<(), BlkError> {
+        let (skip, len_bytes) = span;
+        if self.health.is_failed() {
+            return Err(BlkError::DeviceFailed);
+        }
+        let writes =
+            matches!(operation, Operation::Write | Operation::Discard | Operation::WriteZeroes);
+        if writes && self.is_read_only() {
+            return Err(BlkError::ReadOnly);
+        }
+        let supported = match operation {
+            Operation::Flush => self.has(feature::FLUSH),
+            Operation::Discard => self.has(feature::DISCARD),
+            Operation::WriteZeroes => self.has(feature::WRITE_ZEROES),
+            _ => true,
+        };
+        if !supported {
+            return Err(BlkError::Unsupported);
+        }
+        let (sectors, has_data) = match operation {
+            Operation::Read | Operation::Write => (len_bytes / SECTOR_BYTES, true),
+            Operation::Discard | Operation::WriteZeroes => (u64::from(range_sectors), false),
+            Operation::Flush | Operation::GetId => return Ok(()),
+        };
+        let buffer_bytes: u64 = data.buffers().iter().map(|b| b.len_bytes() as u64).sum();
+        let whole = !has_data || (len_bytes > 0 && len_bytes.is_multiple_of(SECTOR_BYTES));
+        let fits =
+            !has_data || (skip + len_bytes <= buffer_bytes && len_bytes <= u64::from(u32::MAX));
+        let on_disk = sectors > 0
+            && sector.checked_add(sectors).is_some_and(|end| end <= self.capacity_sectors());
+        if !(whole && fits && on_disk) {
+            return Err(BlkError::BadRange);
+        }
+        // §5.2.5: I/O in units of the block size the device reports.
+        let block_sectors = u64::from(self.block_bytes()) / SECTOR_BYTES;
+        if !sector.is_multiple_of(block_sectors) || !sectors.is_multiple_of(block_sectors) {
+            return Err(BlkError::Unaligned);
+        }
+        Ok(())
+    }
+}
