@@ -24,7 +24,7 @@ const RUNNER_US: u64 = 30_000_000;
 /// `BlkError::Timeout`; once it has, this is `matches!(error,
 /// BlkError::Timeout)`.
 fn is_timeout(error: &BlkError) -> bool {
-    format!("{error:?}") == "Timeout"
+    matches!(error, BlkError::Timeout)
 }
 
 /// `blkcheck=stall`: with the drive throttled to a byte a second, requests

@@ -83,13 +83,16 @@ pub const CHECKS: &[BlkCheck] = &[
     BlkCheck {
         name: "blk-stall",
         summary: "the drive throttled to a halt (QMP): requests fail at their deadline, I/O recovers",
+        // Held back: QEMU completes the throttled requests while the driver
+        // resets the device, so they end Ok, not Timeout; the check must
+        // accept a request the device finished during the reset first.
         needs_new_driver: true,
         run: checks::stall,
     },
     BlkCheck {
         name: "blk-resize",
         summary: "QMP block_resize: the kernel sees the new capacity through the config interrupt",
-        needs_new_driver: true,
+        needs_new_driver: false,
         run: checks::resize,
     },
 ];
