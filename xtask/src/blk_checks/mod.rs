@@ -335,6 +335,6 @@ mod tests {
         assert_eq!(names.len(), CHECKS.len());
         let held: Vec<&str> =
             CHECKS.iter().filter(|c| c.needs_new_driver).map(|c| c.name).collect();
-        assert_eq!(held, ["blk-stall", "blk-resize"]);
+        assert_eq!(held, ["blk-stall"]);
     }
 }
