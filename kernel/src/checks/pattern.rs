@@ -1,76 +1,10 @@
-//! What the disk of `blkcheck=host-image` holds, as a function of the seed.
-//!
-//! The runner (xtask/src/blk_checks/pattern.rs) computes the same values:
-//! both sides pin one known value in a test, so the two copies cannot
-//! drift apart unnoticed. Every 4 KiB block is 512 little-endian words.
-//! Before boot the runner stamps block `b` with [`stamp_word`]`(seed, b, j)`;
-//! the kernel then overwrites the blocks of the extents [`plan`] selects
-//! with [`written_word`]. Both are distinct per block and word, so a block
-//! that landed at the wrong place, a torn write or a stale block is seen.
+//! The disk image's contents for `blkcheck=host-image` (the shared
+//! `vireo-disk-pattern` crate, which the runner uses too), and the kernel's
+//! own random choices.
 
-/// Bytes per block.
-pub const BLOCK_BYTES: usize = 4096;
-/// Words (u64) per block.
-pub const BLOCK_WORDS: usize = BLOCK_BYTES / 8;
-/// Longest extent in blocks: also the largest single request.
-pub const MAX_EXTENT_BLOCKS: u64 = 8;
-
-const STAMP_KEY: u64 = 0x5354_414d_505f_4b45;
-const WRITE_KEY: u64 = 0x5752_4954_455f_4b45;
-const LENGTH_KEY: u64 = 0x4c45_4e47_5448_5f4b;
-const SELECT_KEY: u64 = 0x5345_4c45_4354_5f4b;
-
-/// splitmix64's finaliser: a bijection that scrambles every input bit.
-pub fn mix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-fn word(key: u64, seed: u64, block: u64, index: usize) -> u64 {
-    // Word 0 names the block outright, so a dump shows where data came from.
-    if index == 0 { block ^ key } else { mix(seed ^ key ^ (block << 9 | index as u64)) }
-}
-
-/// Word `index` of block `block` as the runner stamped it.
-pub fn stamp_word(seed: u64, block: u64, index: usize) -> u64 {
-    word(STAMP_KEY, seed, block, index)
-}
-
-/// Word `index` of block `block` as the kernel writes it.
-pub fn written_word(seed: u64, block: u64, index: usize) -> u64 {
-    word(WRITE_KEY, seed, block, index)
-}
-
-/// One run of blocks in the write plan.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Extent {
-    /// Its position in the plan (CPU `n` of `c` writes those with
-    /// `index % c == n`).
-    pub index: u64,
-    pub first_block: u64,
-    pub blocks: u64,
-    /// Whether the kernel writes it (else it keeps the stamp).
-    pub is_written: bool,
-}
-
-/// The image cut into extents of 1 to 8 blocks, three in four of them
-/// written: the same cut on both sides, from the seed alone.
-pub fn plan(seed: u64, disk_blocks: u64) -> impl Iterator<Item = Extent> {
-    let mut next_block = 0;
-    (0u64..).map_while(move |index| {
-        if next_block >= disk_blocks {
-            return None;
-        }
-        let blocks =
-            (1 + mix(seed ^ LENGTH_KEY ^ index) % MAX_EXTENT_BLOCKS).min(disk_blocks - next_block);
-        let is_written = !mix(seed ^ SELECT_KEY ^ index).is_multiple_of(4);
-        let extent = Extent { index, first_block: next_block, blocks, is_written };
-        next_block += blocks;
-        Some(extent)
-    })
-}
+pub use vireo_disk_pattern::{
+    BLOCK_BYTES, BLOCK_WORDS, MAX_EXTENT_BLOCKS, mix, plan, stamp_word, written_word,
+};
 
 /// xorshift64*: the kernel's own random choices (read offsets, write
 /// order), which the runner does not need to know.
@@ -88,36 +22,4 @@ impl Random {
     pub fn below(&mut self, bound: u64) -> u64 {
         self.next() % bound
     }
-}
-
-mod tests {
-    use super::*;
-    use crate::{check, check_eq, ktest};
-
-    // The same values are pinned in xtask/src/blk_checks/pattern.rs.
-    ktest!(
-        fn patterns_match_the_runners_copy() {
-            check_eq!(stamp_word(7, 3, 0), 3 ^ STAMP_KEY);
-            check_eq!(stamp_word(7, 3, 5), 0x4eb1_1847_4e71_0e27);
-            check_eq!(written_word(7, 3, 5), 0xf01f_5266_18af_bf02);
-            let first: alloc::vec::Vec<Extent> = plan(7, 1000).take(2).collect();
-            check_eq!((first[0].blocks, first[0].is_written), (2, true));
-            check_eq!((first[1].blocks, first[1].is_written), (7, false));
-            check_eq!(first[1].first_block, first[0].blocks);
-            Ok(())
-        }
-    );
-
-    ktest!(
-        fn the_plan_covers_the_disk_once() {
-            let mut next = 0;
-            for extent in plan(11, 5000) {
-                check_eq!(extent.first_block, next);
-                check!((1..=MAX_EXTENT_BLOCKS).contains(&extent.blocks));
-                next += extent.blocks;
-            }
-            check_eq!(next, 5000);
-            Ok(())
-        }
-    );
 }

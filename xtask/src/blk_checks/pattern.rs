@@ -1,65 +1,17 @@
-//! The runner's copy of kernel/src/checks/pattern.rs: what each 4 KiB
-//! block of a check's image holds, as a function of the seed. Both copies
-//! pin the same values in a test, so they cannot drift apart unnoticed.
-//! Here also: stamping an image before boot and comparing it after.
+//! Stamping a check's image before boot and comparing it after, with the
+//! block contents the kernel uses too (`vireo-disk-pattern`).
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 
-pub const BLOCK_BYTES: usize = 4096;
-const BLOCK_WORDS: usize = BLOCK_BYTES / 8;
-const MAX_EXTENT_BLOCKS: u64 = 8;
+pub use vireo_disk_pattern::{
+    BLOCK_BYTES, BLOCK_WORDS, Extent, STAMP_KEY, WRITE_KEY, stamp_word, written_word,
+};
 
-const STAMP_KEY: u64 = 0x5354_414d_505f_4b45;
-const WRITE_KEY: u64 = 0x5752_4954_455f_4b45;
-const LENGTH_KEY: u64 = 0x4c45_4e47_5448_5f4b;
-const SELECT_KEY: u64 = 0x5345_4c45_4354_5f4b;
-
-/// splitmix64's finaliser.
-pub fn mix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-fn word(key: u64, seed: u64, block: u64, index: usize) -> u64 {
-    if index == 0 { block ^ key } else { mix(seed ^ key ^ (block << 9 | index as u64)) }
-}
-
-pub fn stamp_word(seed: u64, block: u64, index: usize) -> u64 {
-    word(STAMP_KEY, seed, block, index)
-}
-
-pub fn written_word(seed: u64, block: u64, index: usize) -> u64 {
-    word(WRITE_KEY, seed, block, index)
-}
-
-/// One run of blocks of the write plan.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Extent {
-    pub first_block: u64,
-    pub blocks: u64,
-    pub is_written: bool,
-}
-
-/// The kernel's `pattern::plan`: the image cut into extents of 1 to 8
-/// blocks, three in four written.
+/// The write plan (`vireo_disk_pattern::plan`), collected.
 pub fn plan(seed: u64, disk_blocks: u64) -> Vec<Extent> {
-    let mut extents = Vec::new();
-    let mut next_block = 0;
-    for index in 0u64.. {
-        if next_block >= disk_blocks {
-            break;
-        }
-        let blocks =
-            (1 + mix(seed ^ LENGTH_KEY ^ index) % MAX_EXTENT_BLOCKS).min(disk_blocks - next_block);
-        let is_written = !mix(seed ^ SELECT_KEY ^ index).is_multiple_of(4);
-        extents.push(Extent { first_block: next_block, blocks, is_written });
-        next_block += blocks;
-    }
-    extents
+    vireo_disk_pattern::plan(seed, disk_blocks).collect()
 }
 
 /// The bytes of block `block` made of `word`.
@@ -140,19 +92,6 @@ pub fn compare(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The same values are pinned in kernel/src/checks/pattern.rs.
-    #[test]
-    fn patterns_match_the_kernels_copy() {
-        assert_eq!(stamp_word(7, 3, 0), 3 ^ STAMP_KEY);
-        assert_eq!(stamp_word(7, 3, 5), 0x4eb1_1847_4e71_0e27);
-        assert_eq!(written_word(7, 3, 5), 0xf01f_5266_18af_bf02);
-        let first = plan(7, 1000);
-        assert_eq!((first[0].blocks, first[0].is_written), (2, true));
-        assert_eq!((first[1].blocks, first[1].is_written), (7, false));
-        assert_eq!(first[1].first_block, 2);
-        assert_eq!(first.iter().map(|e| e.blocks).sum::<u64>(), 1000);
-    }
 
     #[test]
     fn compare_names_a_misplaced_lost_or_torn_block() {
