@@ -51,6 +51,11 @@ impl Pending {
         }
     }
 
+    /// The queue the request went to.
+    pub(super) fn queue_index(&self) -> usize {
+        self.queue_index
+    }
+
     /// Whether the outcome is in (a later `wait` returns at once).
     pub fn is_done(&self) -> bool {
         self.completion.is_done()
@@ -110,6 +115,13 @@ impl Pending {
         let slot = &device.queues[index];
         device.quiet_for_polling(index);
         while !done() {
+            // A queue found broken keeps looking "new" (its `used.idx` is
+            // the device's lie, never the index a good pop ended at): stop
+            // polling so the caller gets to the reset (the fuzzer found
+            // this spin forever after a used-ring lie, seed 105).
+            if device.health.reset_wanted() || device.health.is_failed() {
+                return false;
+            }
             if slot.has_news() {
                 device.complete(index, false);
                 continue;

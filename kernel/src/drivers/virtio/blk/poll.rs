@@ -46,6 +46,16 @@ impl UsedIndex {
     }
 }
 
+impl UsedIndex {
+    /// Tests only: publishes `value` as `used.idx`, as a lying device would.
+    pub(super) fn forge(&self, value: u16) {
+        // SAFETY: as for `load`; the ring is device-writable memory, and a
+        // device may store any value here at any time, which is exactly
+        // what the driver must withstand.
+        unsafe { (*self.idx).store(value, Ordering::Release) }
+    }
+}
+
 /// What a queue counts beyond the ring's own counters.
 #[derive(Default)]
 pub(super) struct PollState {

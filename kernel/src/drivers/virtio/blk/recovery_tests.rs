@@ -402,3 +402,34 @@ ktest!(
         Ok(())
     }
 );
+
+ktest!(
+    fn a_used_index_lie_seen_while_polling_resets_instead_of_spinning() {
+        // The fuzzer's find (seed 105): a waiter polling a queue whose
+        // `used.idx` the device had pushed past the requests in flight saw
+        // "news" forever and never reached the reset. Here the test plays
+        // the device: one request the device never hears of, then a lie.
+        let device = blk()?;
+        let resets = device.recovery_stats().resets;
+        let sector = scratch(device);
+        let (result, waited_us) = on_cpu0(move || {
+            let start = crate::platform::time::uptime_us();
+            let pending = match device.submit_unkicked(Operation::Read, sector, canary(0x3c), 512) {
+                Ok(pending) => pending,
+                Err((error, _)) => return (Err(error), 0),
+            };
+            let used = &device.queues[0].used_idx;
+            used.forge(used.load().wrapping_add(100));
+            let (result, _) = pending.wait();
+            (result, crate::platform::time::uptime_us() - start)
+        })?;
+        served_anyway::<()>(&result)?;
+        check!(result.is_err(), "the lie went unnoticed: {:?}", result);
+        // Far inside the deadline: the lie, not the clock, ended the wait.
+        check!(waited_us < timeout_ms() * 1000 / 2, "gave up only after {} us", waited_us);
+        check_eq!(device.recovery_stats().resets, resets + 1);
+        let read = device.read(sector, filled(0, 1), 512).map(|_| ()).map_err(|e| e.0);
+        check_eq!(read, Ok(()));
+        Ok(())
+    }
+);
