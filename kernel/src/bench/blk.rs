@@ -103,10 +103,14 @@ fn run(
     let mut measured_from = 0;
     let mut counted_from = BlkCounters::default();
     let mut ops = 0u64;
+    let mut finished: Vec<(u64, Pending)> = Vec::with_capacity(depth);
     loop {
+        // Refill every free slot, then one notification decision for all of
+        // them (as the peer's io_submit of a batch, and the limit probe).
+        let mut batch = device.batch();
         while let Some(buffer) = buffers.pop() {
             let submitted_at = time::rdtsc();
-            match device.submit(operation, next_sector(device), Some(buffer), bytes as usize) {
+            match batch.submit(operation, next_sector(device), Some(buffer), bytes as usize) {
                 Ok(pending) => in_flight.push_back((submitted_at, pending)),
                 Err((error, _)) => {
                     crate::kprintln!("BENCH blk_{} failed: {:?}", name, error);
@@ -114,31 +118,43 @@ fn run(
                 }
             }
         }
-        // Whichever request finishes first, as the peer reaps them.
+        batch.finish();
+        // Whichever request finishes first, as the peer reaps them, and
+        // with it every other one already finished.
         let Some(first) = Pending::wait_any(in_flight.make_contiguous(), |(_, p)| p) else { break };
-        let Some((submitted_at, pending)) = in_flight.remove(first) else { break };
-        let (result, buffer) = pending.wait();
-        let now = time::rdtsc();
-        if let Err(error) = result {
-            crate::kprintln!("BENCH blk_{} failed: {:?}", name, error);
-            return;
-        }
-        if now >= warm_until {
-            if measured_from == 0 {
-                measured_from = now;
-                counted_from = device.counters();
-            }
-            ops += 1;
-            if latencies.len() < latencies.capacity() {
-                latencies.push(now - submitted_at);
+        finished.extend(in_flight.remove(first));
+        let mut index = 0;
+        while index < in_flight.len() {
+            if in_flight[index].1.is_done() {
+                finished.extend(in_flight.remove(index));
+            } else {
+                index += 1;
             }
         }
-        if let Some(buffer) = buffer
-            && now < end
-        {
-            buffers.push(buffer);
+        for (submitted_at, pending) in finished.drain(..) {
+            let (result, buffer) = pending.wait();
+            let now = time::rdtsc();
+            if let Err(error) = result {
+                crate::kprintln!("BENCH blk_{} failed: {:?}", name, error);
+                return;
+            }
+            if now >= warm_until {
+                if measured_from == 0 {
+                    measured_from = now;
+                    counted_from = device.counters();
+                }
+                ops += 1;
+                if latencies.len() < latencies.capacity() {
+                    latencies.push(now - submitted_at);
+                }
+            }
+            if let Some(buffer) = buffer
+                && now < end
+            {
+                buffers.push(buffer);
+            }
         }
-        if now >= end && in_flight.is_empty() {
+        if time::rdtsc() >= end && in_flight.is_empty() {
             break;
         }
     }

@@ -16,6 +16,7 @@
 //! reset, every request in flight failed, and the device initialised
 //! again.
 
+mod batch;
 mod config;
 mod pending;
 mod poll;
@@ -492,6 +493,7 @@ fn on_config_change() {
     }
 }
 
+mod batch_tests;
 mod feature_tests;
 mod io_tests;
 mod recovery_tests;

@@ -4,6 +4,19 @@
 //! a kick when the device asks for one (§2.7.13).
 
 use super::{BlkDevice, BlkError, Data, Operation, Pending, SECTOR_BYTES, feature, recovery};
+
+/// When the device hears of a submitted request.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Notify {
+    /// Decide at once (kick if the device asks for it, §2.7.13).
+    Now,
+    /// Later, once for many requests: a [`super::Batch`] decides when it
+    /// ends. Before waiting for pool space the decision is taken at once,
+    /// or a batch could wait for its own unannounced requests.
+    Deferred,
+    /// Never: the recovery tests' stalled device.
+    Never,
+}
 use crate::mm::dma::DmaBuffer;
 use crate::sync::PreemptGuard;
 use alloc::vec::Vec;
@@ -60,7 +73,8 @@ impl BlkDevice {
     }
 
     /// Submits one request for the bytes `span` = (skip, length) of
-    /// `data`; `range` is discard/write-zeroes' (sectors, flags).
+    /// `data`; `range` is discard/write-zeroes' (sectors, flags); the
+    /// device is told at once when `kick`, never otherwise.
     pub(super) fn submit_data(
         &'static self,
         operation: Operation,
@@ -69,6 +83,20 @@ impl BlkDevice {
         span: (u64, u64),
         range: (u32, u32),
         kick: bool,
+    ) -> Result<Pending, (BlkError, Data)> {
+        let notify = if kick { Notify::Now } else { Notify::Never };
+        self.submit_notifying(operation, sector, data, span, range, notify)
+    }
+
+    /// As [`BlkDevice::submit_data`], telling the device as `notify` says.
+    pub(super) fn submit_notifying(
+        &'static self,
+        operation: Operation,
+        sector: u64,
+        data: Data,
+        span: (u64, u64),
+        range: (u32, u32),
+        notify: Notify,
     ) -> Result<Pending, (BlkError, Data)> {
         if let Err(error) = self.check(operation, sector, &data, span, range.0) {
             return Err((error, data));
@@ -85,6 +113,9 @@ impl BlkDevice {
             let slot = &self.queues[queue_index];
             let mut state = slot.state.lock();
             let Some(mut request) = state.take_request() else {
+                if notify == Notify::Deferred {
+                    self.notify_if_asked(&mut state);
+                }
                 drop(state);
                 drop(pinned);
                 // All requests of this queue are out: wait for one back; no
@@ -132,12 +163,8 @@ impl BlkDevice {
                 self.health.needs_reset();
                 continue;
             }
-            match state.queue.should_notify() {
-                // Not kicking is only for the tests' stalled device.
-                Ok(true) if kick => state.notifier.notify(),
-                Ok(true) => {}
-                Ok(false) => {}
-                Err(_) => self.health.needs_reset(),
+            if notify == Notify::Now {
+                self.notify_if_asked(&mut state);
             }
             return Ok(Pending::new(self, queue_index, completion, generation));
         }
