@@ -20,6 +20,7 @@ mod batch;
 mod config;
 mod pending;
 mod poll;
+mod quarantine;
 mod recovery;
 mod request;
 mod reset;
@@ -214,6 +215,8 @@ pub struct BlkDevice {
     config_stale: AtomicBool,
     /// The cache mode the user chose, restored after a reset.
     chosen_cache_mode: IrqSpinLock<Option<CacheMode>>,
+    /// Buffers of requests a reset took back (`quarantine`).
+    quarantine: IrqSpinLock<quarantine::Quarantine>,
     /// Every queue interrupts on the same vector (one shared line): an
     /// interrupt may be for any of them.
     is_vector_shared: bool,
@@ -296,6 +299,7 @@ impl BlkDevice {
             config: IrqSpinLock::new(config),
             config_stale: AtomicBool::new(false),
             chosen_cache_mode: IrqSpinLock::new(None),
+            quarantine: IrqSpinLock::new(quarantine::Quarantine::default()),
             is_vector_shared,
             has_queue_reset: features.contains(Features::RING_RESET),
             health: recovery::Health::default(),

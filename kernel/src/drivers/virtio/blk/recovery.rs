@@ -14,7 +14,9 @@
 //! 3. with the reset proven, takes what the device finished off each used
 //!    ring (those outcomes are real), reclaims the rest against the proof
 //!    and finishes each as [`BlkError::Timeout`] if its deadline passed,
-//!    else [`BlkError::Cancelled`]: only now do the buffers go back;
+//!    else [`BlkError::Cancelled`]: only now do the buffers go back, as
+//!    copies (`quarantine`: a device that had to be reset may break the
+//!    reset's promise too, so the pages it was given stay with the driver);
 //! 4. initialises the device again (same features, queue and
 //!    configuration vectors, zeroed rings, the chosen cache mode) and
 //!    re-reads its configuration.
@@ -25,7 +27,7 @@
 //! again, or one that needed [`MAX_FRUITLESS_RESETS`] resets in a row
 //! without finishing a single request in between.
 
-use super::{BlkDevice, BlkError, BlkQueue};
+use super::{BlkDevice, BlkError, BlkQueue, quarantine};
 use crate::drivers::virtio::pci::NO_VECTOR;
 use crate::platform::time::{rdtsc, tsc_hz};
 use crate::sync::IrqSpinLockGuard;
@@ -186,6 +188,7 @@ impl Health {
                             BlkError::Cancelled
                         };
                         request.mark_taken_back(why);
+                        device.quarantine_data(&mut request);
                         state.recycle(request);
                     }
                 }
@@ -200,6 +203,14 @@ impl Health {
         while let Some(state) = states.pop() {
             drop(state);
         }
+        let held = device.quarantined_frames();
+        let outcome = outcome.and_then(|()| {
+            if held > quarantine::MAX_FRAMES {
+                Err(alloc::format!("it kept {held} frames it may still write across resets"))
+            } else {
+                Ok(())
+            }
+        });
         match outcome {
             Ok(()) => {
                 device.reread_config();

@@ -352,6 +352,13 @@ impl Request {
         self.take_all_data().into_one()
     }
 
+    /// Puts data back into a request that was taken back unfinished (the
+    /// quarantine's copies), for its submitter; the descriptors still name
+    /// the original buffers, and the request is never resubmitted as is.
+    pub fn restore_data(&mut self, data: Data) {
+        self.data = data;
+    }
+
     /// Takes every data buffer back out.
     pub fn take_all_data(&mut self) -> Data {
         self.segment_count = 0;

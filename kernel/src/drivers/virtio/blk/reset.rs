@@ -66,6 +66,7 @@ impl BlkDevice {
         let count = cancelled.len();
         for mut request in cancelled {
             request.mark_cancelled();
+            self.quarantine_data(&mut request);
             *freed += state.recycle(request);
         }
         self.restart_locked(state, &mut transport)?;

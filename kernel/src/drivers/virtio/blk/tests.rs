@@ -37,10 +37,11 @@ pub(super) fn writable() -> Result<&'static super::BlkDevice, crate::ktest::Test
     Ok(device)
 }
 
-/// Frames free now, after freeing what dropped requests left behind.
+/// Frames free now, after freeing what dropped requests left behind,
+/// plus those a reset quarantined (held, not leaked: see `quarantine`).
 pub(super) fn free_frames(device: &super::BlkDevice) -> u64 {
     device.release_abandoned();
-    crate::mm::frame::stats().free
+    crate::mm::frame::stats().free + device.quarantined_frames()
 }
 
 /// First sector of the scratch area.
