@@ -233,6 +233,11 @@ fn print_table(header: &[&str], text_columns: usize, rows: &[Vec<String>]) {
 }
 
 fn mem() {
+    // Outcomes of dropped blk requests are freed lazily (when their request
+    // is reused); free them now so the count shows what is really in use.
+    if let Some(blk) = crate::drivers::virtio::blk::device() {
+        blk.release_abandoned();
+    }
     let frames = crate::mm::frame::stats();
     let heap = crate::mm::heap::stats();
     kprintln!(
@@ -247,6 +252,10 @@ fn mem() {
         heap.allocation_count,
         heap.claimed_bytes >> 10
     );
+    let held = crate::drivers::virtio::blk::device().map_or(0, |blk| blk.quarantined_frames());
+    if held > 0 {
+        kprintln!("held:   {} frames quarantined from a device that may still write them", held);
+    }
     let canaries = crate::mm::frame::verify_free();
     if canaries.enabled || canaries.checked > 0 {
         let first = canaries.first_changed.map(|phys| format!(", first at {:#x}", phys.as_u64()));

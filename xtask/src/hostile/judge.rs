@@ -148,6 +148,15 @@ pub fn judge(expect: Expect, record: &Record) -> Result<String, String> {
             return Err(format!("free frames changed by {change:+} over the second pass"));
         }
         detail.push_str(&format!(", free frames {change:+}"));
+        let held =
+            |step: &Option<Step>| step.as_ref().and_then(Step::output).map_or(0, held_frames);
+        let quarantined = held(&record.mem_after) as i64 - held(&record.mem_before) as i64;
+        if quarantined != 0 {
+            detail.push_str(&format!(
+                " ({quarantined} held in quarantine from the device, {:+} otherwise)",
+                change + quarantined
+            ));
+        }
     }
     if blk.contains("unknown command") {
         detail.push_str("; no `blk` shell command yet (issue 9), shell answered");
@@ -184,6 +193,15 @@ pub fn ktest_summary(output: &str) -> Option<(u64, u64)> {
 /// `frames: N free of M ...` from `mem`.
 pub fn free_frames(output: &str) -> Option<u64> {
     output.lines().find_map(|l| l.trim().strip_prefix("frames: ")?.split(' ').next()?.parse().ok())
+}
+
+/// `held: N frames quarantined ...` from `mem` (0 when absent): pages
+/// the driver keeps from a device it had to reset.
+pub fn held_frames(output: &str) -> u64 {
+    output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("held: ")?.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The `canary: on, M free frames marked, C checked, X changed` line of
@@ -249,6 +267,11 @@ mod tests {
         let detail = judge(Expect::Survive, &survived()).unwrap();
         assert!(detail.contains("1 lie(s) told"), "{detail}");
         assert!(detail.contains("free frames -2"), "{detail}");
+        assert_eq!(
+            held_frames("frames: 1 free of 2\nheld:   7 frames quarantined from a device\n"),
+            7
+        );
+        assert_eq!(held_frames(MEM), 0);
         assert!(detail.contains("no `blk` shell command"), "{detail}");
     }
 
