@@ -137,6 +137,11 @@ impl Pending {
 
     /// Returns once the outcome is in, or the device is given up.
     fn settle(&self) {
+        // Already in (a QD32 reaper collects what `wait_any` saw finish):
+        // no lock, no look at the queue.
+        if self.completion.is_done() {
+            return;
+        }
         let device = self.device;
         let index = self.queue_index;
         let polled = device.is_polled(index);
