@@ -102,6 +102,11 @@ struct Slot<B> {
     chain_len: u16,
     /// For a chain head: total device-writable bytes (saturated).
     writable: u32,
+    /// For a chain head: `used.idx` as last seen when the chain was made
+    /// available. Entries below it were published before the device could
+    /// see this chain, so none of them can be its completion (a duplicate
+    /// of an earlier request that used the same head, say).
+    available_after: u16,
     /// `Some` exactly while this descriptor heads an in-flight request.
     owner: Option<B>,
 }
@@ -198,7 +203,14 @@ impl<H: Hal, B> SplitQueue<H, B> {
         }
         let ring = SplitRing::new(hal, size, indirect_max)?;
         let slots: Vec<Slot<B>> = (0..size)
-            .map(|_| Slot { next: 0, tail: 0, chain_len: 0, writable: 0, owner: None })
+            .map(|_| Slot {
+                next: 0,
+                tail: 0,
+                chain_len: 0,
+                writable: 0,
+                available_after: 0,
+                owner: None,
+            })
             .collect();
         let mut queue = Self {
             ring,
@@ -399,6 +411,7 @@ impl<H: Hal, B> SplitQueue<H, B> {
         slot.tail = tail;
         slot.chain_len = chain_len;
         slot.writable = writable;
+        slot.available_after = self.seen_used;
         slot.owner = Some(owner);
 
         // §2.7.13.2: put the head in the next available ring slot.

@@ -135,6 +135,32 @@ fn duplicate_id_is_not_in_flight() {
 }
 
 #[test]
+fn a_duplicate_published_before_its_head_was_reused_is_not_in_flight() {
+    // The hostile device's fuzzer (seed 315): head 0 completed twice in one
+    // go; the driver takes the first, reuses head 0 for a new request, and
+    // must not take the second as that request's completion.
+    let (mut q, _t, mut d) = queue(4, Features::empty());
+    q.add(chain(0, 8)).unwrap(); // head 0
+    q.add(chain(0, 8)).unwrap(); // head 1: room in flight for the lie
+    d.ret(0, 8);
+    d.ret(0, 8);
+    assert_eq!(q.pop_used().unwrap().unwrap().token.index(), 0);
+    assert_eq!(q.add(chain(0, 8)).unwrap().index(), 0);
+    assert_breaks(&mut q, Error::DeviceIdNotInFlight);
+}
+
+#[test]
+fn a_reused_head_completed_after_it_was_made_available_is_taken() {
+    let (mut q, _t, mut d) = queue(4, Features::empty());
+    q.add(chain(0, 8)).unwrap();
+    d.ret(0, 8);
+    assert_eq!(q.pop_used().unwrap().unwrap().token.index(), 0);
+    assert_eq!(q.add(chain(0, 8)).unwrap().index(), 0);
+    d.ret(0, 8);
+    assert_eq!(q.pop_used().unwrap().unwrap().token.index(), 0);
+}
+
+#[test]
 fn length_beyond_writable_breaks_a_strict_queue() {
     let (mut q, _t, mut d) = queue(4, Features::empty());
     q.add(chain(1, 8)).unwrap();

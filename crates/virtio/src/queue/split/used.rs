@@ -86,6 +86,14 @@ impl<H: Hal, B> SplitQueue<H, B> {
         if slot.owner.is_none() {
             return Err(self.fail(Error::DeviceIdNotInFlight));
         }
+        // §2.7.8: the device returns only buffers it was given. An entry the
+        // device had published before this chain was made available names
+        // the head's previous request (a duplicate completion that arrived
+        // with the first), not this one; taking it would hand this request's
+        // buffers back while the device may still be using them.
+        if (self.last_used.wrapping_sub(slot.available_after) as i16) < 0 {
+            return Err(self.fail(Error::DeviceIdNotInFlight));
+        }
         // §2.7.8.1: len is the number of bytes written into the buffer; a
         // larger value is a lie we must not pass on as is.
         let written_len = if len <= slot.writable {
