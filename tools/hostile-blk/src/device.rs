@@ -126,9 +126,11 @@ impl HostileBlk {
             if self.event_idx {
                 let _ = vring.disable_notification();
             }
+            let mut served = 0;
             loop {
                 let chain = vring.get_mut().get_queue_mut().pop_descriptor_chain(self.mem.memory());
                 let Some(chain) = chain else { break };
+                served += 1;
                 let head = chain.head_index();
                 let descriptors: Vec<(Segment, bool)> = chain
                     .map(|d| (Segment { addr: d.addr(), len: d.len() }, d.is_write_only()))
@@ -136,6 +138,23 @@ impl HostileBlk {
                 self.serve(queue, vring, head, &descriptors);
             }
             if !self.event_idx || !vring.enable_notification().unwrap_or(false) {
+                break;
+            }
+            if served == 0 {
+                // New requests are announced but none can be taken: the
+                // available ring is unreadable (an index more than the
+                // queue size ahead, say). Looping would hold the backend's
+                // lock forever and hang QEMU's next vhost-user request (a
+                // device reset) with the guest's vCPU inside it.
+                let state = vring.get_ref();
+                let ring = state.get_queue();
+                let mem = self.mem.memory();
+                log(format_args!(
+                    "queue {queue}: available ring unreadable (avail.idx {:?}, next_avail {}, size {}); waiting for the next kick",
+                    ring.avail_idx(&*mem, Ordering::Acquire).map(|w| w.0),
+                    ring.next_avail(),
+                    ring.size()
+                ));
                 break;
             }
         }
