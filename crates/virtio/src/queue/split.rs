@@ -141,7 +141,15 @@ pub struct SplitQueue<H: Hal, B> {
     features: Features,
     index: u16,
     size: u16,
+    /// The free list, oldest first: `add` takes from the head, completions
+    /// join at the tail (FIFO, unlike Linux's LIFO). A head is reused only
+    /// after every other free descriptor, so a device that completes a
+    /// request twice, or late, names a free descriptor (caught as
+    /// `DeviceIdNotInFlight`) instead of the next request that took the
+    /// same head, whose buffers would go back while the device has them.
     free_head: u16,
+    /// Last descriptor of the free list (stale while `num_free` is 0).
+    free_tail: u16,
     num_free: u16,
     in_flight: u16,
     /// Our copy of `avail.idx`; never read back from shared memory.
@@ -223,6 +231,7 @@ impl<H: Hal, B> SplitQueue<H, B> {
             index: config.index,
             size,
             free_head: 0,
+            free_tail: size.wrapping_sub(1),
             num_free: 0,
             in_flight: 0,
             avail_idx: 0,

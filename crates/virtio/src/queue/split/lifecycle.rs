@@ -48,6 +48,7 @@ impl<H: Hal, B> SplitQueue<H, B> {
             slot.writable = 0;
         }
         self.free_head = 0;
+        self.free_tail = size - 1;
         self.num_free = size;
         self.in_flight = 0;
     }

@@ -137,9 +137,10 @@ fn duplicate_id_is_not_in_flight() {
 #[test]
 fn a_duplicate_published_before_its_head_was_reused_is_not_in_flight() {
     // The hostile device's fuzzer (seed 315): head 0 completed twice in one
-    // go; the driver takes the first, reuses head 0 for a new request, and
-    // must not take the second as that request's completion.
-    let (mut q, _t, mut d) = queue(4, Features::empty());
+    // go; the driver takes the first, reuses head 0 for a new request (a
+    // queue of two has no other free head), and must not take the second
+    // as that request's completion.
+    let (mut q, _t, mut d) = queue(2, Features::empty());
     q.add(chain(0, 8)).unwrap(); // head 0
     q.add(chain(0, 8)).unwrap(); // head 1: room in flight for the lie
     d.ret(0, 8);
@@ -150,8 +151,23 @@ fn a_duplicate_published_before_its_head_was_reused_is_not_in_flight() {
 }
 
 #[test]
-fn a_reused_head_completed_after_it_was_made_available_is_taken() {
+fn a_late_duplicate_names_a_free_head_because_heads_are_reused_oldest_first() {
+    // The same lie arriving after the next add: with a LIFO free list the
+    // next request would sit on head 0 and take the duplicate as its own
+    // completion (fuzz seeds 406, 408).
     let (mut q, _t, mut d) = queue(4, Features::empty());
+    q.add(chain(0, 8)).unwrap(); // head 0
+    q.add(chain(0, 8)).unwrap(); // head 1
+    d.ret(0, 8);
+    assert_eq!(q.pop_used().unwrap().unwrap().token.index(), 0);
+    assert_ne!(q.add(chain(0, 8)).unwrap().index(), 0);
+    d.ret(0, 8);
+    assert_breaks(&mut q, Error::DeviceIdNotInFlight);
+}
+
+#[test]
+fn a_reused_head_completed_after_it_was_made_available_is_taken() {
+    let (mut q, _t, mut d) = queue(1, Features::empty());
     q.add(chain(0, 8)).unwrap();
     d.ret(0, 8);
     assert_eq!(q.pop_used().unwrap().unwrap().token.index(), 0);
@@ -178,8 +194,8 @@ fn length_beyond_writable_is_clamped_and_counted_by_a_clamping_queue() {
     d.ret(0, 24); // readable + writable: what some devices report
     let u = q.pop_used().unwrap().unwrap();
     assert_eq!((u.written_len, q.stats().len_clamped), (8, 1));
-    q.add(chain(1, 8)).unwrap();
-    d.ret(0, 8);
+    let head = q.add(chain(1, 8)).unwrap().index();
+    d.ret(u32::from(head), 8);
     assert_eq!(q.pop_used().unwrap().unwrap().written_len, 8);
     assert_eq!((q.stats().len_clamped, q.is_broken()), (1, false));
 }
@@ -249,12 +265,10 @@ fn disabled_event_idx_interrupts_stay_suppressed_past_the_wrap() {
     q.disable_interrupts().unwrap();
     let mut interrupts = 0;
     for _ in 0..70_000u32 {
-        for _ in 0..3 {
-            q.add(chain(0, 8)).unwrap();
-        }
+        let heads: Vec<u16> = (0..3).map(|_| q.add(chain(0, 8)).unwrap().index()).collect();
         let old = d.idx;
-        for head in [0, 1, 2] {
-            d.ret(head, 8);
+        for head in heads {
+            d.ret(u32::from(head), 8);
         }
         if vring_need_event(d.used_event(), d.idx, old) {
             interrupts += 1;
@@ -263,9 +277,9 @@ fn disabled_event_idx_interrupts_stay_suppressed_past_the_wrap() {
     }
     assert_eq!(interrupts, 0, "a disabled queue interrupted");
     assert!(!q.enable_interrupts().unwrap());
-    q.add(chain(0, 8)).unwrap();
+    let head = q.add(chain(0, 8)).unwrap().index();
     let old = d.idx;
-    d.ret(0, 8);
+    d.ret(u32::from(head), 8);
     assert!(vring_need_event(d.used_event(), d.idx, old), "enabled queue must interrupt");
 }
 

@@ -114,9 +114,14 @@ impl<H: Hal, B> SplitQueue<H, B> {
         // barrier above) before the buffers go back to the driver, and
         // while the chain's private links are still intact.
         self.unshare_request(id as u16);
-        // Return the chain to the free list with the private links: O(1).
-        self.slots[usize::from(tail)].next = self.free_head;
-        self.free_head = id as u16;
+        // Return the chain to the end of the free list with its private
+        // links intact: O(1), and reused last (see `free_head`).
+        if self.num_free == 0 {
+            self.free_head = id as u16;
+        } else {
+            self.slots[usize::from(self.free_tail)].next = id as u16;
+        }
+        self.free_tail = tail;
         self.num_free += chain_len;
         self.in_flight -= 1;
         self.last_used = self.last_used.wrapping_add(1);
