@@ -2,7 +2,7 @@
 //! as an `xxd`-style hexdump, a line of text written to a sector, a flush,
 //! and a short random-read benchmark.
 
-use crate::drivers::virtio::blk::{self, BlkDevice, Operation, Pending, SECTOR_BYTES};
+use crate::drivers::virtio::blk::{self, BlkDevice, CacheMode, Operation, Pending, SECTOR_BYTES};
 use crate::kprintln;
 use crate::mm::dma::DmaBuffer;
 use alloc::collections::VecDeque;
@@ -48,7 +48,7 @@ pub fn run(arguments: Option<&str>) {
     }
 }
 
-fn info(device: &BlkDevice) {
+fn info(device: &'static BlkDevice) {
     let sectors = device.capacity_sectors();
     kprintln!("model:      virtio-blk (VirtIO 1.2 §5.2)");
     kprintln!(
@@ -60,14 +60,25 @@ fn info(device: &BlkDevice) {
     kprintln!("block size: {} bytes", device.block_bytes());
     kprintln!("queues:     {} (one per CPU, as far as the device allows)", device.queue_count());
     kprintln!(
-        "features:   {}, queue reset {}",
+        "features:   {}, {}, queue reset {}",
         if device.is_read_only() { "read-only" } else { "read-write" },
+        device.feature_names().join(" "),
         if device.has_queue_reset() { "yes" } else { "no" }
     );
-    // TODO(issue 9 driver): the GET_ID serial string and the CONFIG_WCE
-    // cache mode go here once `BlkDevice` reads them.
-    kprintln!("serial:     (not read by this driver yet)");
-    kprintln!("cache:      (not read by this driver yet)");
+    match device.serial() {
+        Ok(serial) if serial.is_empty() => kprintln!("serial:     (empty)"),
+        Ok(serial) => kprintln!("serial:     {}", serial),
+        Err(error) => kprintln!("serial:     not available ({:?})", error),
+    }
+    let cache = match device.cache_mode() {
+        CacheMode::WriteBack => "write-back (durable after flush)",
+        CacheMode::WriteThrough => "write-through (durable when acknowledged)",
+    };
+    kprintln!("cache:      {}", cache);
+    let held = device.quarantined_frames();
+    if held > 0 {
+        kprintln!("quarantine: {} frames held from the device after resets", held);
+    }
 }
 
 /// The first word and the rest of `text`, both trimmed.
