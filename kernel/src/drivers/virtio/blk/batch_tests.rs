@@ -2,36 +2,22 @@
 //! pool space with its own requests still unannounced.
 
 use super::io_tests::{first_wrong, stamp};
-use super::tests::{blk, filled, free_frames, scratch, writable};
+use super::tests::{blk, filled, free_frames, on_cpu0, scratch, writable};
 use super::{Operation, Pending, REQUESTS_PER_QUEUE, SECTOR_BYTES, timeout_ms};
 use crate::ktest::TestFailure;
 use crate::platform::time::{rdtsc, tsc_hz};
-use crate::sched::{Placement, spawn};
-use crate::sync::SpinLock;
 use crate::{check, check_eq, check_ok, ktest};
 use alloc::format;
-use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 const SECTOR: usize = SECTOR_BYTES as usize;
-
-/// Runs `f` on a thread pinned to CPU 0, so every request of a batch goes
-/// to one queue.
-fn pinned<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, TestFailure> {
-    let result = Arc::new(SpinLock::new(None));
-    let slot = result.clone();
-    let thread = spawn("blk-batch", Placement::Pinned(0), move || *slot.lock() = Some(f()));
-    thread.map_err(|_| TestFailure::new("spawn failed".into()))?.join();
-    let value = result.lock().take();
-    value.ok_or_else(|| TestFailure::new("test thread vanished".into()))
-}
 
 ktest!(
     fn a_batch_tells_the_device_once_and_its_requests_complete() {
         let device = writable()?;
         let first = scratch(device) + 512;
         const COUNT: u64 = 16;
-        let outcome = pinned(move || -> Result<u64, alloc::string::String> {
+        let outcome = on_cpu0(move || -> Result<u64, alloc::string::String> {
             let kicks = || device.queue_stats(0).map_or(0, |stats| stats.kicks);
             let before = kicks();
             let mut batch = device.batch();
@@ -99,10 +85,10 @@ ktest!(
         };
         // Once to grow the heap to what the test needs, so the second run's
         // frame count compares like with like.
-        let _ = pinned(run)?;
+        let _ = on_cpu0(run)?;
         let frames = free_frames(device);
         let started = rdtsc();
-        let (ok, errors) = pinned(run)?;
+        let (ok, errors) = on_cpu0(run)?;
         let elapsed_ms = (rdtsc() - started) * 1000 / tsc_hz();
         check_eq!(errors, Vec::new());
         check_eq!(ok, count);

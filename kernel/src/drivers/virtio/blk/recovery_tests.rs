@@ -7,7 +7,7 @@
 //! the test and restored after).
 
 use super::io_tests::{first_wrong, stamp};
-use super::tests::{blk, filled, free_frames, scratch, writable};
+use super::tests::{blk, filled, free_frames, on_cpu0, scratch, writable};
 use super::{BlkDevice, BlkError, Operation, SECTOR_BYTES, set_timeout_ms, timeout_ms};
 use crate::mm::dma::DmaBuffer;
 use crate::sched::{Placement, spawn};
@@ -35,18 +35,6 @@ impl Drop for ShortTimeout {
     fn drop(&mut self) {
         set_timeout_ms(self.0);
     }
-}
-
-/// Runs `f` pinned to CPU 0 (one queue, nobody else kicking it).
-fn on_cpu0<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, crate::ktest::TestFailure> {
-    let result = Arc::new(SpinLock::new(None));
-    let slot = result.clone();
-    let thread = spawn("blk-stall", Placement::Pinned(0), move || *slot.lock() = Some(f()));
-    thread.map_err(|_| crate::ktest::TestFailure::new("spawn failed".into()))?.join();
-    let value = result.lock().take();
-    value.ok_or_else(|| crate::ktest::TestFailure::new("test thread vanished".into()))
 }
 
 /// Skips the test when the device served a request it was never notified

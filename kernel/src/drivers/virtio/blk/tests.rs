@@ -44,6 +44,18 @@ pub(super) fn free_frames(device: &super::BlkDevice) -> u64 {
     crate::mm::frame::stats().free + device.quarantined_frames()
 }
 
+/// Runs `f` pinned to CPU 0 (one queue, nobody else kicking it).
+pub(super) fn on_cpu0<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, crate::ktest::TestFailure> {
+    let result = Arc::new(IrqSpinLock::new(None));
+    let slot = result.clone();
+    let thread = spawn("blk-cpu0", Placement::Pinned(0), move || *slot.lock() = Some(f()));
+    thread.map_err(|_| crate::ktest::TestFailure::new("spawn failed".into()))?.join();
+    let value = result.lock().take();
+    value.ok_or_else(|| crate::ktest::TestFailure::new("test thread vanished".into()))
+}
+
 /// First sector of the scratch area.
 pub(super) fn scratch(device: &super::BlkDevice) -> u64 {
     device.capacity_sectors() - 2048
