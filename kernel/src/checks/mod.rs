@@ -40,7 +40,7 @@ pub fn run(check: BlkCheck, seed: u64) -> ! {
             BlkCheck::FlushDurable => faults::flush_durable(device, seed),
             BlkCheck::Eio => faults::eio(device, seed),
             BlkCheck::ReadOnly => faults::read_only(device, seed),
-            BlkCheck::Stall => devices::stall(device),
+            BlkCheck::Stall => devices::stall(device, seed),
             BlkCheck::Resize => devices::resize(device),
         },
     };
