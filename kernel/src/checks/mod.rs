@@ -12,6 +12,7 @@
 
 mod devices;
 mod faults;
+mod four_k;
 mod host_image;
 mod pattern;
 
@@ -42,6 +43,7 @@ pub fn run(check: BlkCheck, seed: u64) -> ! {
             BlkCheck::ReadOnly => faults::read_only(device, seed),
             BlkCheck::Stall => devices::stall(device, seed),
             BlkCheck::Resize => devices::resize(device),
+            BlkCheck::FourK => four_k::run(device, seed),
         },
     };
     match outcome {

@@ -12,6 +12,7 @@
 //!     cargo xtask blk-check --check blk-stall   # one
 
 mod checks;
+mod four_k;
 mod pattern;
 mod qcow2;
 mod qmp_control;
@@ -74,6 +75,11 @@ pub const CHECKS: &[BlkCheck] = &[
         summary: "QMP block_resize: the kernel sees the new capacity through the config interrupt",
         run: checks::resize,
     },
+    BlkCheck {
+        name: "blk-4k",
+        summary: "4096-byte logical blocks: unaligned I/O refused with Unaligned, aligned writes at sector * 512 in the image",
+        run: four_k::run,
+    },
 ];
 
 #[derive(Args, Clone, Debug)]
@@ -116,8 +122,20 @@ impl Env<'_> {
     /// Boots with `cmdline` and `drive` as the `-drive` of node `d0`; with
     /// `qmp`, also a QMP socket the runner controls.
     fn boot(&self, cmdline: &str, drive: &str, qmp: bool) -> Result<Guest, String> {
+        self.boot_with(cmdline, drive, qmp, "")
+    }
+
+    /// As [`Env::boot`], with `device_options` appended to the drive's
+    /// `-device` (e.g. `,logical_block_size=4096`).
+    fn boot_with(
+        &self,
+        cmdline: &str,
+        drive: &str,
+        qmp: bool,
+        device_options: &str,
+    ) -> Result<Guest, String> {
         let standard = self.q.args_with(DeviceSet::Standard, cmdline, Serial::Stdio);
-        let mut args = with_drive(&standard, drive)?;
+        let mut args = with_device_options(&with_drive(&standard, drive)?, device_options)?;
         let socket = self.path("qmp");
         if qmp {
             let _ = fs::remove_file(&socket);
@@ -213,6 +231,17 @@ fn with_drive(standard: &[String], drive: &str) -> Result<Vec<String>, String> {
     Ok(args)
 }
 
+/// `args` with `options` appended to the `-device` that uses drive `d0`.
+fn with_device_options(args: &[String], options: &str) -> Result<Vec<String>, String> {
+    let at = args
+        .windows(2)
+        .position(|pair| pair[0] == "-device" && pair[1].split(',').any(|o| o == "drive=d0"))
+        .ok_or("no -device for drive d0 in the standard machine")?;
+    let mut args = args.to_vec();
+    args[at + 1].push_str(options);
+    Ok(args)
+}
+
 /// A plain raw `-drive` of `image` for node `d0`, plus `extra` options.
 fn raw_drive(image: &Path, extra: &str) -> String {
     format!("file={},if=none,id=d0,format=raw{extra}", image.display())
@@ -293,6 +322,19 @@ mod tests {
         assert_eq!(args[3], "file=b.img,if=none,id=d0,format=raw,readonly=on");
         assert_eq!(args.len(), standard.len());
         assert!(with_drive(&args[..2], "x").is_err());
+    }
+
+    #[test]
+    fn device_options_go_to_the_device_of_d0() {
+        let args: Vec<String> =
+            ["-device", "virtio-gpu-pci", "-device", "virtio-blk-pci,drive=d0,disable-legacy=on"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        let with = with_device_options(&args, ",logical_block_size=4096").unwrap();
+        assert_eq!(with[1], "virtio-gpu-pci");
+        assert_eq!(with[3], "virtio-blk-pci,drive=d0,disable-legacy=on,logical_block_size=4096");
+        assert!(with_device_options(&args[..2], ",x").is_err());
     }
 
     #[test]
