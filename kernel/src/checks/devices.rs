@@ -33,6 +33,8 @@ struct Tally {
     /// Finished by the device with the block's stamp: before the throttle
     /// bit, or drained by QEMU while the reset stopped the device.
     finished: usize,
+    /// Of those, back before the deadline (the throttle let them through).
+    early: usize,
     timed_out: usize,
     cancelled: usize,
     /// Milliseconds from the first submission to the first and the last
@@ -44,8 +46,7 @@ struct Tally {
 /// Judges one stalled read of `block` that ended `ms` after the start.
 fn judge(
     tally: &mut Tally,
-    block: u64,
-    ms: u64,
+    (block, ms, timeout_ms): (u64, u64, u64),
     outcome: (Result<(), BlkError>, Option<DmaBuffer>),
     seed: u64,
 ) -> Result<(), String> {
@@ -59,6 +60,7 @@ fn judge(
             verify(data.as_slice(), block, 1, |b, i| pattern::stamp_word(seed, b, i))
                 .map_err(|why| format!("a stalled read that ended Ok after {ms} ms: {why}"))?;
             tally.finished += 1;
+            tally.early += usize::from(ms < timeout_ms);
         }
         (Ok(()), None) => return Err(format!("read of block {block} ended Ok without its buffer")),
         (Err(BlkError::Timeout), _) => tally.timed_out += 1,
@@ -74,7 +76,7 @@ fn judge(
 }
 
 /// Submits the stalled reads and waits for each; how they ended.
-fn stalled_reads(device: &'static BlkDevice, seed: u64) -> Result<Tally, String> {
+fn stalled_reads(device: &'static BlkDevice, seed: u64, timeout_ms: u64) -> Result<Tally, String> {
     let started = uptime_us();
     let mut pending: Vec<(u64, Pending)> = Vec::new();
     for index in 0..STALLED_REQUESTS {
@@ -91,7 +93,7 @@ fn stalled_reads(device: &'static BlkDevice, seed: u64) -> Result<Tally, String>
     for (block, request) in pending {
         let outcome = request.wait();
         let ms = (uptime_us() - started) / 1000;
-        judge(&mut tally, block, ms, outcome, seed)?;
+        judge(&mut tally, (block, ms, timeout_ms), outcome, seed)?;
     }
     Ok(tally)
 }
@@ -137,14 +139,15 @@ pub fn stall(device: &'static BlkDevice, seed: u64) -> Outcome {
     let before = device.recovery_stats();
     progress(BlkCheck::Stall, "ready for the throttle");
     wait_for_runner("throttled", RUNNER_US)?;
-    let tally = stalled_reads(device, seed)?;
+    let tally = stalled_reads(device, seed, timeout_ms)?;
     let stats = device.recovery_stats();
     let ended = format!(
         "{STALLED_REQUESTS} stalled reads came back after {}..{} ms (deadline {timeout_ms} ms): \
-         {} with their data, {} Timeout, {} Cancelled; {} reset(s)",
+         {} with their data ({} before the deadline), {} Timeout, {} Cancelled; {} reset(s)",
         tally.first_ms,
         tally.last_ms,
         tally.finished,
+        tally.early,
         tally.timed_out,
         tally.cancelled,
         stats.resets - before.resets
