@@ -37,17 +37,20 @@ pub enum BlkCheck {
     Stall,
     /// A capacity the runner changes with QMP `block_resize`.
     Resize,
+    /// A drive with 4096-byte logical blocks: unaligned I/O refused.
+    FourK,
 }
 
 impl BlkCheck {
     /// Every workload with its command-line name.
-    pub const ALL: [(&'static str, Self); 6] = [
+    pub const ALL: [(&'static str, Self); 7] = [
         ("host-image", Self::HostImage),
         ("flush-durable", Self::FlushDurable),
         ("eio", Self::Eio),
         ("readonly", Self::ReadOnly),
         ("stall", Self::Stall),
         ("resize", Self::Resize),
+        ("4k", Self::FourK),
     ];
 
     /// The name on the command line and in the check's output.

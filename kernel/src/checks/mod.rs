@@ -12,6 +12,7 @@
 
 mod devices;
 mod faults;
+mod four_k;
 mod host_image;
 mod pattern;
 
@@ -40,8 +41,9 @@ pub fn run(check: BlkCheck, seed: u64) -> ! {
             BlkCheck::FlushDurable => faults::flush_durable(device, seed),
             BlkCheck::Eio => faults::eio(device, seed),
             BlkCheck::ReadOnly => faults::read_only(device, seed),
-            BlkCheck::Stall => devices::stall(device),
+            BlkCheck::Stall => devices::stall(device, seed),
             BlkCheck::Resize => devices::resize(device),
+            BlkCheck::FourK => four_k::run(device, seed),
         },
     };
     match outcome {

@@ -8,11 +8,11 @@
 //! `blk-shell`, which types commands at the serial shell. Logs stay in
 //! `target/blk-checks/<name>.{serial,qemu}.log`, images beside them.
 //!
-//!     cargo xtask blk-check                     # every check, the two
-//!                                               # held back included
+//!     cargo xtask blk-check                     # every check
 //!     cargo xtask blk-check --check blk-stall   # one
 
 mod checks;
+mod four_k;
 mod pattern;
 mod qcow2;
 mod qmp_control;
@@ -31,20 +31,10 @@ use crate::hostile::session::Shell;
 use crate::qemu::{DeviceSet, Qemu, Serial};
 pub use qmp_control::QmpControl;
 
-/// `blk-stall` and `blk-resize` need the issue-9 driver's request
-/// deadlines (`BlkError::Timeout`, reset and recovery) and its
-/// config-change interrupt; until that driver is merged they fail, so
-/// `make test` leaves them out. Set this to `true` when it lands (and put
-/// the driver's deadline option in `checks::STALL_CMDLINE` if its default
-/// deadline is longer than the runner waits, 45 s).
-pub const DRIVER_HAS_DEADLINES_AND_CONFIG_IRQ: bool = false;
-
 /// One check: its name and what runs it.
 pub struct BlkCheck {
     pub name: &'static str,
     pub summary: &'static str,
-    /// Held out of `make test` until [`DRIVER_HAS_DEADLINES_AND_CONFIG_IRQ`].
-    pub needs_new_driver: bool,
     run: fn(&mut Env) -> Result<String, String>,
 }
 
@@ -53,54 +43,48 @@ pub const CHECKS: &[BlkCheck] = &[
     BlkCheck {
         name: "blk-host-image",
         summary: "random reads of a stamped image from every CPU, then >= 64 MiB of writes; the image compared byte for byte",
-        needs_new_driver: false,
         run: checks::host_image,
     },
     BlkCheck {
         name: "blk-flush-durable",
         summary: "QEMU killed (SIGKILL) right after a flush is acknowledged; the flushed blocks are in the qcow2 image",
-        needs_new_driver: false,
         run: checks::flush_durable,
     },
     BlkCheck {
         name: "blk-eio",
         summary: "blkdebug fails a read, a write and a flush: BlkError::Io each time, later I/O works",
-        needs_new_driver: false,
         run: checks::eio,
     },
     BlkCheck {
         name: "blk-readonly",
         summary: "readonly=on: writes refused with ReadOnly, reads served, the image unchanged",
-        needs_new_driver: false,
         run: checks::read_only,
     },
     BlkCheck {
         name: "blk-shell",
         summary: "the shell's blk commands against the image: write seen on the host, host data seen by read",
-        needs_new_driver: false,
         run: shell_check::run,
     },
     BlkCheck {
         name: "blk-stall",
-        summary: "the drive throttled to a halt (QMP): requests fail at their deadline, I/O recovers",
-        // Held back: QEMU completes the throttled requests while the driver
-        // resets the device, so they end Ok, not Timeout; the check must
-        // accept a request the device finished during the reset first.
-        needs_new_driver: true,
+        summary: "the drive throttled to a halt (QMP): callers back by their deadline (Timeout, Cancelled or the real data), the driver logs a reset, I/O recovers",
         run: checks::stall,
     },
     BlkCheck {
         name: "blk-resize",
         summary: "QMP block_resize: the kernel sees the new capacity through the config interrupt",
-        needs_new_driver: false,
         run: checks::resize,
+    },
+    BlkCheck {
+        name: "blk-4k",
+        summary: "4096-byte logical blocks: unaligned I/O refused with Unaligned, aligned writes at sector * 512 in the image",
+        run: four_k::run,
     },
 ];
 
 #[derive(Args, Clone, Debug)]
 pub struct BlkCheckArgs {
-    /// Run only this check (repeatable); default: all of them, including
-    /// those `make test` holds back.
+    /// Run only this check (repeatable); default: all of them.
     #[arg(long)]
     pub check: Vec<String>,
     /// List the checks and exit.
@@ -138,8 +122,20 @@ impl Env<'_> {
     /// Boots with `cmdline` and `drive` as the `-drive` of node `d0`; with
     /// `qmp`, also a QMP socket the runner controls.
     fn boot(&self, cmdline: &str, drive: &str, qmp: bool) -> Result<Guest, String> {
+        self.boot_with(cmdline, drive, qmp, "")
+    }
+
+    /// As [`Env::boot`], with `device_options` appended to the drive's
+    /// `-device` (e.g. `,logical_block_size=4096`).
+    fn boot_with(
+        &self,
+        cmdline: &str,
+        drive: &str,
+        qmp: bool,
+        device_options: &str,
+    ) -> Result<Guest, String> {
         let standard = self.q.args_with(DeviceSet::Standard, cmdline, Serial::Stdio);
-        let mut args = with_drive(&standard, drive)?;
+        let mut args = with_device_options(&with_drive(&standard, drive)?, device_options)?;
         let socket = self.path("qmp");
         if qmp {
             let _ = fs::remove_file(&socket);
@@ -235,6 +231,17 @@ fn with_drive(standard: &[String], drive: &str) -> Result<Vec<String>, String> {
     Ok(args)
 }
 
+/// `args` with `options` appended to the `-device` that uses drive `d0`.
+fn with_device_options(args: &[String], options: &str) -> Result<Vec<String>, String> {
+    let at = args
+        .windows(2)
+        .position(|pair| pair[0] == "-device" && pair[1].split(',').any(|o| o == "drive=d0"))
+        .ok_or("no -device for drive d0 in the standard machine")?;
+    let mut args = args.to_vec();
+    args[at + 1].push_str(options);
+    Ok(args)
+}
+
 /// A plain raw `-drive` of `image` for node `d0`, plus `extra` options.
 fn raw_drive(image: &Path, extra: &str) -> String {
     format!("file={},if=none,id=d0,format=raw{extra}", image.display())
@@ -244,12 +251,7 @@ fn raw_drive(image: &Path, extra: &str) -> String {
 pub fn command(ctx: &Ctx, args: &BlkCheckArgs) -> i32 {
     if args.list {
         for check in CHECKS {
-            let held = if check.needs_new_driver && !DRIVER_HAS_DEADLINES_AND_CONFIG_IRQ {
-                " [not in make test: needs the issue-9 driver]"
-            } else {
-                ""
-            };
-            println!("{:<18} {}{held}", check.name, check.summary);
+            println!("{:<18} {}", check.name, check.summary);
         }
         return 0;
     }
@@ -266,15 +268,10 @@ pub fn command(ctx: &Ctx, args: &BlkCheckArgs) -> i32 {
     i32::from(failed > 0)
 }
 
-/// `make test`'s part: every check but those waiting for the new driver.
+/// `make test`'s part: every check.
 pub fn make_test_checks(ctx: &Ctx, smp: u32) -> Checks {
     let args = BlkCheckArgs { check: vec![], list: false, smp, seed: 1, no_build: true };
-    let names: Vec<&str> = CHECKS
-        .iter()
-        .filter(|check| DRIVER_HAS_DEADLINES_AND_CONFIG_IRQ || !check.needs_new_driver)
-        .map(|check| check.name)
-        .collect();
-    run(ctx, &args, &names).unwrap_or_else(|e| vec![("blk-checks".into(), Err(e))])
+    run(ctx, &args, &[]).unwrap_or_else(|e| vec![("blk-checks".into(), Err(e))])
 }
 
 /// Runs the checks named (all when none); prints one `check` line each.
@@ -328,13 +325,33 @@ mod tests {
     }
 
     #[test]
-    fn check_names_are_unique_and_held_back_ones_are_named() {
+    fn device_options_go_to_the_device_of_d0() {
+        let args: Vec<String> =
+            ["-device", "virtio-gpu-pci", "-device", "virtio-blk-pci,drive=d0,disable-legacy=on"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        let with = with_device_options(&args, ",logical_block_size=4096").unwrap();
+        assert_eq!(with[1], "virtio-gpu-pci");
+        assert_eq!(with[3], "virtio-blk-pci,drive=d0,disable-legacy=on,logical_block_size=4096");
+        assert!(with_device_options(&args[..2], ",x").is_err());
+    }
+
+    #[test]
+    fn check_names_are_unique_and_all_six_of_the_issue_are_there() {
         let mut names: Vec<&str> = CHECKS.iter().map(|c| c.name).collect();
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), CHECKS.len());
-        let held: Vec<&str> =
-            CHECKS.iter().filter(|c| c.needs_new_driver).map(|c| c.name).collect();
-        assert_eq!(held, ["blk-stall"]);
+        for name in [
+            "blk-host-image",
+            "blk-flush-durable",
+            "blk-eio",
+            "blk-stall",
+            "blk-readonly",
+            "blk-resize",
+        ] {
+            assert!(names.contains(&name), "{name} missing");
+        }
     }
 }
