@@ -80,6 +80,7 @@ extern crate alloc;
 pub mod barrier;
 pub mod buffer;
 pub mod config;
+pub mod device;
 mod error;
 #[cfg(any(test, feature = "fake"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "fake")))]

@@ -65,7 +65,7 @@ impl VirtioDriver for InputDriver {
 struct InputConfig;
 
 impl DeviceConfig for InputConfig {
-    fn read(_: &mut ConfigFields<'_>, _: Features) -> Result<Self, BringUpError> {
+    fn read(_: &ConfigFields<'_>, _: Features) -> Result<Self, BringUpError> {
         Ok(Self)
     }
 }
