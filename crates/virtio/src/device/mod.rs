@@ -16,5 +16,5 @@
 //! - [`input`] — virtio-input (§5.8): events and configuration queries.
 
 pub mod blk;
-// pub mod gpu;
-// pub mod input;
+pub mod gpu;
+pub mod input;
