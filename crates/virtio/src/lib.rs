@@ -15,6 +15,9 @@
 //! - [`buffer::DmaBuffers`] — what a request owns while the device has it.
 //! - [`reset`] — proofs that a device, or one of its queues, stopped.
 //! - [`config`] — device configuration read consistently (§2.5.1).
+//! - [`device`] — protocol layers for virtio-blk, virtio-gpu 2D and
+//!   virtio-input: the bytes of requests and answers, every device value
+//!   checked, usable from any executor (the queue handling stays yours).
 //! - `fake` (feature `fake`) — a fake device, a coherent and a bouncing
 //!   HAL for drivers' host tests.
 //!

@@ -9,6 +9,19 @@
 //! [`BlkConfig`] limits, checks the transfer first with
 //! [`check_transfer`], and decodes the status with [`Status::from_byte`]
 //! once the queue hands the request back.
+//!
+//! ```
+//! use vireo_virtio::device::blk::{Kind, RequestHeader, Status, DecodeError, STATUS_NOT_WRITTEN};
+//!
+//! // The device-readable header of a read of sector 8 …
+//! let header = RequestHeader::new(Kind::Read, 8).to_bytes();
+//! assert_eq!(header[8..16], 8u64.to_le_bytes());
+//! // … and the status byte the driver pre-fills, then decodes: a device
+//! // that never wrote it did not succeed.
+//! let status = STATUS_NOT_WRITTEN;
+//! assert_eq!(Status::from_byte(status), Err(DecodeError::UnknownStatus(0xff)));
+//! assert_eq!(Status::from_byte(0), Ok(Status::Ok));
+//! ```
 
 use crate::config::{ConfigFields, DeviceConfig};
 use crate::{Error, Features};
