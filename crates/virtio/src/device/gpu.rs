@@ -9,7 +9,12 @@
 //! device a buffer for the answer, and once the queue returns both runs
 //! [`check_header`] and [`GpuResponse::decode`] over the written bytes.
 
-use alloc::vec::Vec;
+mod display;
+mod edid;
+
+pub use display::Display;
+use display::decode_display_info;
+pub use edid::Edid;
 
 /// `struct virtio_gpu_ctrl_hdr`: 24 bytes.
 pub const HEADER_BYTES: usize = 24;
@@ -378,48 +383,6 @@ impl GpuRequest for GetEdid {
     }
 }
 
-/// `RESP_OK_EDID`: the EDID blob (at most 1024 bytes).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Edid {
-    /// Its bytes.
-    pub bytes: Vec<u8>,
-}
-
-impl GpuResponse for Edid {
-    const TYPE: u32 = RESP_OK_EDID;
-    fn decode(response: &[u8], written: u32) -> Result<Self, GpuError> {
-        let needed = HEADER_BYTES + 8;
-        if (written as usize) < needed || response.len() < needed {
-            return Err(GpuError::ShortResponse(written));
-        }
-        let size = u32::from_le_bytes(response[24..28].try_into().unwrap_or([0; 4])) as usize;
-        if size > 1024 || needed + size > written as usize || needed + size > response.len() {
-            return Err(GpuError::ShortResponse(written));
-        }
-        Ok(Edid { bytes: response[needed..needed + size].to_vec() })
-    }
-}
-
-impl Edid {
-    /// The preferred mode: the first detailed timing descriptor (EDID 1.3
-    /// §3.10.2, bytes 54..72), checked against the header and checksum.
-    pub fn preferred_mode(&self) -> Option<(u32, u32)> {
-        const HEADER: [u8; 8] = [0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0];
-        let block = self.bytes.get(..128)?;
-        if block[..8] != HEADER || block.iter().fold(0u8, |sum, b| sum.wrapping_add(*b)) != 0 {
-            return None;
-        }
-        let timing = &block[54..72];
-        let pixel_clock = u16::from_le_bytes([timing[0], timing[1]]);
-        if pixel_clock == 0 {
-            return None;
-        }
-        let width = u32::from(timing[2]) | (u32::from(timing[4] >> 4) << 8);
-        let height = u32::from(timing[5]) | (u32::from(timing[7] >> 4) << 8);
-        (width > 0 && height > 0).then_some((width, height))
-    }
-}
-
 /// `SET_SCANOUT`: show `resource` (`rect` of it) on `scanout`.
 pub struct SetScanout {
     /// The visible part.
@@ -593,38 +556,6 @@ pub fn check_header(
         }
     }
     Ok(())
-}
-
-/// One scanout from `RESP_OK_DISPLAY_INFO`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Display {
-    /// Its preferred mode.
-    pub rect: Rect,
-    /// Whether a display is connected.
-    pub is_enabled: bool,
-}
-
-fn decode_display_info(response: &[u8], written: u32) -> Result<[Display; MAX_SCANOUTS], GpuError> {
-    const ENTRY_BYTES: usize = 24;
-    let needed = HEADER_BYTES + MAX_SCANOUTS * ENTRY_BYTES;
-    if (written as usize) < needed || response.len() < needed {
-        return Err(GpuError::ShortResponse(written));
-    }
-    let word = |offset: usize| {
-        u32::from_le_bytes(response[offset..offset + 4].try_into().unwrap_or([0; 4]))
-    };
-    Ok(core::array::from_fn(|index| {
-        let base = HEADER_BYTES + index * ENTRY_BYTES;
-        Display {
-            rect: Rect {
-                x: word(base),
-                y: word(base + 4),
-                width: word(base + 8),
-                height: word(base + 12),
-            },
-            is_enabled: word(base + 16) != 0,
-        }
-    }))
 }
 
 #[cfg(test)]
