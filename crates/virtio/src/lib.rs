@@ -15,6 +15,9 @@
 //! - [`buffer::DmaBuffers`] — what a request owns while the device has it.
 //! - [`reset`] — proofs that a device, or one of its queues, stopped.
 //! - [`config`] — device configuration read consistently (§2.5.1).
+//! - [`device`] — protocol layers for virtio-blk, virtio-gpu 2D and
+//!   virtio-input: the bytes of requests and answers, every device value
+//!   checked, usable from any executor (the queue handling stays yours).
 //! - `fake` (feature `fake`) — a fake device, a coherent and a bouncing
 //!   HAL for drivers' host tests.
 //!
@@ -80,6 +83,7 @@ extern crate alloc;
 pub mod barrier;
 pub mod buffer;
 pub mod config;
+pub mod device;
 mod error;
 #[cfg(any(test, feature = "fake"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "fake")))]

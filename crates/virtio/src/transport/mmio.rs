@@ -12,7 +12,7 @@ use crate::{Error, Result};
 /// public so that a kernel can point its own doorbell or interrupt handler
 /// at them.
 pub mod reg {
-    /// `MagicValue` (R): [`MMIO_MAGIC`].
+    /// `MagicValue` (R): [`MMIO_MAGIC`](super::MMIO_MAGIC).
     pub const MAGIC_VALUE: usize = 0x000;
     /// `Version` (R): 2; legacy devices 1.
     pub const VERSION: usize = 0x004;

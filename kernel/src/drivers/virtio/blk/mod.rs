@@ -46,8 +46,7 @@ pub use recovery::{DEFAULT_TIMEOUT_MS, set_timeout_ms, timeout_ms};
 pub use request::{Completion, Data, ID_BYTES, MAX_DATA_SEGMENTS, Operation, Request};
 use vireo_virtio::{Features, SplitQueue, UsedLenPolicy};
 
-/// Bytes per sector: always 512 in virtio-blk (§5.2.6).
-pub const SECTOR_BYTES: u64 = 512;
+pub use vireo_virtio::device::blk::SECTOR_BYTES;
 /// Descriptors per queue.
 const QUEUE_SIZE: u16 = 128;
 /// Requests in flight per queue at most: every request is one indirect

@@ -19,43 +19,28 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use vireo_virtio::{Dma, DmaBuffers, Segment};
 
-/// Request types (§5.2.6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum Operation {
-    /// `VIRTIO_BLK_T_IN`: read from the device.
-    Read = 0,
-    /// `VIRTIO_BLK_T_OUT`: write to the device.
-    Write = 1,
-    /// `VIRTIO_BLK_T_FLUSH`: make earlier writes durable.
-    Flush = 4,
-    /// `VIRTIO_BLK_T_GET_ID`: the device's id string (20 bytes).
-    GetId = 8,
-    /// `VIRTIO_BLK_T_DISCARD`: the sectors' contents may be dropped.
-    Discard = 11,
-    /// `VIRTIO_BLK_T_WRITE_ZEROES`: the sectors read as zeroes afterwards.
-    WriteZeroes = 13,
-}
+/// Request types (§5.2.6), by the name the driver has always used.
+pub use vireo_virtio::device::blk::Kind as Operation;
+use vireo_virtio::device::blk::{
+    DataSegment, HEADER_BYTES, RANGE_BYTES, RangeSegment, RequestHeader, STATUS_NOT_WRITTEN,
+    Status, lay_out,
+};
+pub use vireo_virtio::device::blk::{ID_BYTES, TooManySegments};
 
 /// Status byte values (§5.2.6).
-pub const STATUS_OK: u8 = 0;
+pub const STATUS_OK: u8 = Status::Ok as u8;
 /// The device could not complete the request.
-pub const STATUS_IOERR: u8 = 1;
+pub const STATUS_IOERR: u8 = Status::IoErr as u8;
 /// The device does not support the request type.
-pub const STATUS_UNSUPP: u8 = 2;
+pub const STATUS_UNSUPP: u8 = Status::Unsupported as u8;
 
-const HEADER_BYTES: u32 = 16;
-/// `struct virtio_blk_discard_write_zeroes` (§5.2.6), device-readable.
+/// The discard/write-zeroes range sits after the header in the request's
+/// own page.
 const RANGE_OFFSET: usize = 32;
-const RANGE_BYTES: u32 = 16;
-/// The status byte sits after the header in the request's own page.
+/// Then the status byte.
 const STATUS_OFFSET: usize = 64;
 /// Where GET_ID's answer goes.
 const ID_OFFSET: usize = 128;
-/// Bytes of a GET_ID answer (§5.2.6: 20, not necessarily NUL-terminated).
-pub const ID_BYTES: usize = 20;
-/// `VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP` (§5.2.6).
-pub const FLAG_UNMAP: u32 = 1;
 /// Data descriptors one request may have at most (the queue's indirect
 /// tables are sized for this plus header and status).
 pub const MAX_DATA_SEGMENTS: usize = 32;
@@ -200,8 +185,8 @@ pub struct Request {
     /// GET_ID answer at `ID_OFFSET`.
     control: Dma<KernelHal>,
     data: Data,
-    /// Data descriptors: (buffer index, offset, length).
-    segments: [(u8, u32, u32); MAX_DATA_SEGMENTS],
+    /// Data descriptors.
+    segments: [DataSegment; MAX_DATA_SEGMENTS],
     segment_count: u8,
     operation: Operation,
     /// Taken back by a reset instead of finished by the device: why.
@@ -209,10 +194,6 @@ pub struct Request {
     /// Shared with the submitter while the request is out.
     pub completion: Arc<Completion>,
 }
-
-/// Why data cannot be laid out as a request's descriptors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TooManySegments;
 
 impl Request {
     /// A fresh request with its control page.
@@ -223,7 +204,7 @@ impl Request {
         Ok(Box::new(Self {
             control: Dma::new(KernelHal, 1)?,
             data: Data::None,
-            segments: [(0, 0, 0); MAX_DATA_SEGMENTS],
+            segments: [DataSegment::default(); MAX_DATA_SEGMENTS],
             segment_count: 0,
             operation: Operation::Flush,
             taken_back: None,
@@ -249,51 +230,22 @@ impl Request {
         range: (u32, u32),
     ) -> Result<(), (TooManySegments, Data)> {
         // `span`: (bytes of the data to skip, bytes to transfer after them).
-        let (mut skip, mut left) = span;
         let (size_max, seg_max) = limits;
-        let seg_max = seg_max.min(MAX_DATA_SEGMENTS);
-        let mut count = 0usize;
-        for (index, buffer) in data.buffers().iter().enumerate() {
-            let length = buffer.len_bytes() as u64;
-            if skip >= length {
-                skip -= length;
-                continue;
-            }
-            let end = (skip + left).min(length);
-            let mut offset = skip;
-            left -= end - skip;
-            skip = 0;
-            while offset < end {
-                if count == seg_max {
-                    return Err((TooManySegments, data));
-                }
-                let piece = (end - offset).min(u64::from(size_max));
-                self.segments[count] = (index as u8, offset as u32, piece as u32);
-                count += 1;
-                offset += piece;
-            }
-            if left == 0 {
-                break;
-            }
-        }
+        let slots = &mut self.segments[..seg_max.min(MAX_DATA_SEGMENTS)];
+        let lengths = data.buffers().iter().map(|buffer| buffer.len_bytes() as u64);
+        let count = match lay_out(lengths, span, size_max, slots) {
+            Ok(count) => count,
+            Err(error) => return Err((error, data)),
+        };
         self.segment_count = count as u8;
         let control = self.control.as_mut_slice();
-        control[0..4].copy_from_slice(&(operation as u32).to_le_bytes());
-        control[4..8].fill(0);
-        // §5.2.6: discard and write zeroes carry their range in the data;
-        // the header's sector is unused (0).
-        let header_sector = if matches!(operation, Operation::Discard | Operation::WriteZeroes) {
-            0
-        } else {
-            sector
-        };
-        control[8..16].copy_from_slice(&header_sector.to_le_bytes());
-        control[RANGE_OFFSET..RANGE_OFFSET + 8].copy_from_slice(&sector.to_le_bytes());
-        control[RANGE_OFFSET + 8..RANGE_OFFSET + 12].copy_from_slice(&range.0.to_le_bytes());
-        control[RANGE_OFFSET + 12..RANGE_OFFSET + 16].copy_from_slice(&range.1.to_le_bytes());
+        control[..HEADER_BYTES].copy_from_slice(&RequestHeader::new(operation, sector).to_bytes());
+        // §5.2.6: discard and write zeroes carry their range in the data.
+        let range = RangeSegment { sector, sectors: range.0, flags: range.1 };
+        control[RANGE_OFFSET..RANGE_OFFSET + RANGE_BYTES].copy_from_slice(&range.to_bytes());
         control[ID_OFFSET..ID_OFFSET + ID_BYTES].fill(0);
         // Anything but OK until the device says otherwise.
-        control[STATUS_OFFSET] = 0xff;
+        control[STATUS_OFFSET] = STATUS_NOT_WRITTEN;
         // A submitter that has not collected the last outcome still holds
         // the old completion: this use gets its own.
         match Arc::get_mut(&mut self.completion) {
@@ -366,7 +318,7 @@ impl Request {
     }
 
     fn has_range(&self) -> bool {
-        matches!(self.operation, Operation::Discard | Operation::WriteZeroes)
+        self.operation.has_range()
     }
 
     fn has_id(&self) -> bool {
@@ -404,18 +356,18 @@ unsafe impl DmaBuffers for Request {
         let control = self.control.paddr();
         let middle = self.middle_count();
         if index == 0 {
-            return Segment { addr: control, len: HEADER_BYTES };
+            return Segment { addr: control, len: HEADER_BYTES as u32 };
         }
         if index > middle {
             return Segment { addr: control + STATUS_OFFSET as u64, len: 1 };
         }
         if self.has_range() {
-            return Segment { addr: control + RANGE_OFFSET as u64, len: RANGE_BYTES };
+            return Segment { addr: control + RANGE_OFFSET as u64, len: RANGE_BYTES as u32 };
         }
         if self.has_id() {
             return Segment { addr: control + ID_OFFSET as u64, len: ID_BYTES as u32 };
         }
-        let (buffer, offset, len) = self.segments[index - 1];
+        let DataSegment { buffer, offset, len } = self.segments[index - 1];
         let base = self.data.buffers()[usize::from(buffer)].phys().as_u64();
         Segment { addr: base + u64::from(offset), len }
     }

@@ -147,7 +147,8 @@ pub(super) fn prepare(
     let command_len = {
         let mut encoder = Encoder::new(&mut bytes[..response], request.command(), fence);
         request.encode(&mut encoder);
-        encoder.len()
+        // A command longer than its page's command area is refused, never cut.
+        encoder.finish().map_err(|_| GpuDeviceError::InvalidBatch)?
     };
     // The header is what says whether (and what) the device answered;
     // decoders read past it only as far as the written length reaches.

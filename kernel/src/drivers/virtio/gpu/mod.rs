@@ -80,7 +80,7 @@ struct GpuConfig {
 }
 
 impl DeviceConfig for GpuConfig {
-    fn read(fields: &mut ConfigFields<'_>, _: Features) -> Result<Self, BringUpError> {
+    fn read(fields: &ConfigFields<'_>, _: Features) -> Result<Self, BringUpError> {
         const NUM_SCANOUTS: usize = 8;
         let num_scanouts = fields.u32(NUM_SCANOUTS)?;
         // §5.7.4: at least 1, at most 16 (VIRTIO_GPU_MAX_SCANOUTS).

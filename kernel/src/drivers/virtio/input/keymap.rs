@@ -1,31 +1,10 @@
 //! Linux input key codes (as virtio-input reports them, §5.8.6) to the
 //! bytes a VT100 terminal sends for them, US layout.
 
+/// One `struct virtio_input_event`: the crate's (§5.8.6).
+pub use vireo_virtio::device::input::Event as KeyEvent;
 /// `EV_KEY` (include/uapi/linux/input-event-codes.h, which §5.8 defers to).
-const EV_KEY: u16 = 1;
-
-/// One `struct virtio_input_event`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KeyEvent {
-    /// `type`: EV_KEY for keys.
-    pub kind: u16,
-    /// The key code.
-    pub code: u16,
-    /// 1 pressed, 0 released, 2 repeated.
-    pub value: u32,
-}
-
-impl KeyEvent {
-    /// From the 8 little-endian bytes the device wrote.
-    pub fn decode(bytes: &[u8]) -> Option<Self> {
-        let bytes: &[u8; 8] = bytes.get(..8)?.try_into().ok()?;
-        Some(Self {
-            kind: u16::from_le_bytes([bytes[0], bytes[1]]),
-            code: u16::from_le_bytes([bytes[2], bytes[3]]),
-            value: u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]),
-        })
-    }
-}
+use vireo_virtio::device::input::kind::KEY as EV_KEY;
 
 /// Codes 2..=53 of the main block: (plain, shifted); 0 for keys without a
 /// character.

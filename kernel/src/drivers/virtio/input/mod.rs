@@ -19,6 +19,7 @@ use crate::sync::SpinLock;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 pub use keymap::{KeyEvent, Keymap};
+use vireo_virtio::device::input::EVENT_BYTES;
 use vireo_virtio::{Dma, DmaChain, Features, SplitQueue, UsedLenPolicy};
 
 const EVENT_QUEUE: u16 = 0;
@@ -27,8 +28,6 @@ const STATUS_QUEUE: u16 = 1;
 const QUEUE_SIZE: u16 = 64;
 /// Event buffers kept with the device.
 const EVENT_BUFFERS: usize = 32;
-/// `sizeof(struct virtio_input_event)` (§5.8.6).
-const EVENT_BYTES: usize = 8;
 /// Bytes translated but not yet read, at most; more is dropped (and
 /// counted), never grown without bound.
 const MAX_PENDING: usize = 256;
@@ -65,7 +64,7 @@ impl VirtioDriver for InputDriver {
 struct InputConfig;
 
 impl DeviceConfig for InputConfig {
-    fn read(_: &mut ConfigFields<'_>, _: Features) -> Result<Self, BringUpError> {
+    fn read(_: &ConfigFields<'_>, _: Features) -> Result<Self, BringUpError> {
         Ok(Self)
     }
 }

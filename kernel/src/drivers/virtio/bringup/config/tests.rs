@@ -18,7 +18,7 @@ struct Sample {
 }
 
 impl DeviceConfig for Sample {
-    fn read(fields: &mut ConfigFields<'_>, _: Features) -> Result<Self, BringUpError> {
+    fn read(fields: &ConfigFields<'_>, _: Features) -> Result<Self, BringUpError> {
         Ok(Sample {
             small: fields.u8(0)?,
             medium: fields.u16(2)?,
@@ -152,8 +152,8 @@ ktest!(
     fn a_field_outside_the_window_is_an_error() {
         struct TooLong;
         impl DeviceConfig for TooLong {
-            fn read(fields: &mut ConfigFields<'_>, _: Features) -> Result<Self, BringUpError> {
-                fields.u32(14).map(|_| TooLong)
+            fn read(fields: &ConfigFields<'_>, _: Features) -> Result<Self, BringUpError> {
+                Ok(fields.u32(14).map(|_| TooLong)?)
             }
         }
         let mut device = ChangingDevice::new(0);
