@@ -3,7 +3,7 @@
 //! then one pinned trip to the CPU's queue: a pooled request, `add`, and
 //! a kick when the device asks for one (§2.7.13).
 
-use super::{BlkDevice, BlkError, Data, Operation, Pending, SECTOR_BYTES, feature, recovery};
+use super::{BlkDevice, BlkError, Data, Operation, Pending, recovery};
 
 /// When the device hears of a submitted request.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -20,6 +20,7 @@ pub(super) enum Notify {
 use crate::mm::dma::DmaBuffer;
 use crate::sync::PreemptGuard;
 use alloc::vec::Vec;
+use vireo_virtio::device::blk::{Transfer, TransferError, check_transfer};
 
 impl BlkDevice {
     /// Starts a transfer of `len_bytes` between sector `sector` and `buffer`;
@@ -176,6 +177,8 @@ impl BlkDevice {
         (config.size_max, config.seg_max as usize)
     }
 
+    /// The checks of VirtIO 1.2 §5.2 a request passes before the device
+    /// sees it (`device::blk::check_transfer`), after the device's health.
     pub(super) fn check(
         &self,
         operation: Operation,
@@ -184,43 +187,25 @@ impl BlkDevice {
         span: (u64, u64),
         range_sectors: u32,
     ) -> Result<(), BlkError> {
-        let (skip, len_bytes) = span;
         if self.health.is_failed() {
             return Err(BlkError::DeviceFailed);
         }
-        let writes =
-            matches!(operation, Operation::Write | Operation::Discard | Operation::WriteZeroes);
-        if writes && self.is_read_only() {
-            return Err(BlkError::ReadOnly);
-        }
-        let supported = match operation {
-            Operation::Flush => self.has(feature::FLUSH),
-            Operation::Discard => self.has(feature::DISCARD),
-            Operation::WriteZeroes => self.has(feature::WRITE_ZEROES),
-            _ => true,
+        let (skip, len_bytes) = span;
+        let held: u64 = data.buffers().iter().map(|b| b.len_bytes() as u64).sum();
+        let len = match operation {
+            Operation::Discard | Operation::WriteZeroes => u64::from(range_sectors),
+            _ => len_bytes,
         };
-        if !supported {
-            return Err(BlkError::Unsupported);
-        }
-        let (sectors, has_data) = match operation {
-            Operation::Read | Operation::Write => (len_bytes / SECTOR_BYTES, true),
-            Operation::Discard | Operation::WriteZeroes => (u64::from(range_sectors), false),
-            Operation::Flush | Operation::GetId => return Ok(()),
-        };
-        let buffer_bytes: u64 = data.buffers().iter().map(|b| b.len_bytes() as u64).sum();
-        let whole = !has_data || (len_bytes > 0 && len_bytes.is_multiple_of(SECTOR_BYTES));
-        let fits =
-            !has_data || (skip + len_bytes <= buffer_bytes && len_bytes <= u64::from(u32::MAX));
-        let on_disk = sectors > 0
-            && sector.checked_add(sectors).is_some_and(|end| end <= self.capacity_sectors());
-        if !(whole && fits && on_disk) {
-            return Err(BlkError::BadRange);
-        }
-        // §5.2.5: I/O in units of the block size the device reports.
-        let block_sectors = u64::from(self.block_bytes()) / SECTOR_BYTES;
-        if !sector.is_multiple_of(block_sectors) || !sectors.is_multiple_of(block_sectors) {
-            return Err(BlkError::Unaligned);
-        }
-        Ok(())
+        let transfer =
+            Transfer { kind: operation, sector, len, buffer_bytes: held.saturating_sub(skip) };
+        let config = self.config.lock();
+        check_transfer(&transfer, self.features, &config, self.capacity_sectors()).map_err(
+            |error| match error {
+                TransferError::ReadOnly => BlkError::ReadOnly,
+                TransferError::Unsupported => BlkError::Unsupported,
+                TransferError::BadRange => BlkError::BadRange,
+                TransferError::Unaligned => BlkError::Unaligned,
+            },
+        )
     }
 }
