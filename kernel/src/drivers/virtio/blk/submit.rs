@@ -198,14 +198,15 @@ impl BlkDevice {
         };
         let transfer =
             Transfer { kind: operation, sector, len, buffer_bytes: held.saturating_sub(skip) };
+        // Before the lock: after a configuration change `capacity_sectors`
+        // re-reads the configuration under that same lock.
+        let capacity = self.capacity_sectors();
         let config = self.config.lock();
-        check_transfer(&transfer, self.features, &config, self.capacity_sectors()).map_err(
-            |error| match error {
-                TransferError::ReadOnly => BlkError::ReadOnly,
-                TransferError::Unsupported => BlkError::Unsupported,
-                TransferError::BadRange => BlkError::BadRange,
-                TransferError::Unaligned => BlkError::Unaligned,
-            },
-        )
+        check_transfer(&transfer, self.features, &config, capacity).map_err(|error| match error {
+            TransferError::ReadOnly => BlkError::ReadOnly,
+            TransferError::Unsupported => BlkError::Unsupported,
+            TransferError::BadRange => BlkError::BadRange,
+            TransferError::Unaligned => BlkError::Unaligned,
+        })
     }
 }
