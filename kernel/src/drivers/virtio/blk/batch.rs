@@ -13,7 +13,7 @@
 //! so even that cannot hang a caller.
 
 use super::submit::Notify;
-use super::{BlkDevice, BlkError, BlkQueue, Data, Operation, Pending};
+use super::{BlkDevice, BlkError, BlkQueue, Operation, Pending};
 use crate::mm::dma::DmaBuffer;
 use crate::sync::IrqSpinLockGuard;
 
@@ -32,13 +32,21 @@ impl BlkDevice {
         Batch { device: self, touched: 0 }
     }
 
-    /// Tells the device of the requests added to queue `index` since the
-    /// last decision, if it asks to be told (EVENT_IDX or NO_NOTIFY).
+    /// Tells the device of the requests added to the locked queue since
+    /// the last decision, if it asks to be told (EVENT_IDX or NO_NOTIFY).
     pub(super) fn notify_if_asked(&self, state: &mut IrqSpinLockGuard<'_, BlkQueue>) {
         match state.queue.should_notify() {
             Ok(true) => state.notifier.notify(),
             Ok(false) => {}
             Err(_) => self.health.needs_reset(),
+        }
+    }
+
+    /// The notification decision for queue `index`, under its lock.
+    fn notify_queue(&self, index: usize) {
+        if let Some(slot) = self.queues.get(index) {
+            let mut state = slot.state.lock();
+            self.notify_if_asked(&mut state);
         }
     }
 }
@@ -55,12 +63,8 @@ impl Batch {
         buffer: Option<DmaBuffer>,
         len_bytes: usize,
     ) -> Result<Pending, (BlkError, Option<DmaBuffer>)> {
-        let data = buffer.map_or(Data::None, Data::One);
-        let notify = Notify::Deferred;
-        let pending = self
-            .device
-            .submit_notifying(operation, sector, data, (0, len_bytes as u64), (0, 0), notify)
-            .map_err(|(error, data)| (error, data.into_one()))?;
+        let pending =
+            self.device.submit_one(operation, sector, buffer, len_bytes, Notify::Deferred)?;
         match u32::try_from(pending.queue_index()).ok().filter(|&bit| bit < u64::BITS) {
             Some(bit) => self.touched |= 1 << bit,
             None => self.device.notify_queue(pending.queue_index()),
@@ -70,16 +74,6 @@ impl Batch {
 
     /// Ends the batch: one notification decision per queue it used.
     pub fn finish(self) {}
-}
-
-impl BlkDevice {
-    /// The notification decision for queue `index`, under its lock.
-    fn notify_queue(&self, index: usize) {
-        if let Some(slot) = self.queues.get(index) {
-            let mut state = slot.state.lock();
-            self.notify_if_asked(&mut state);
-        }
-    }
 }
 
 impl Drop for Batch {

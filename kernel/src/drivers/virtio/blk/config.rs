@@ -3,6 +3,7 @@
 //! string (GET_ID), discard and write zeroes, and transfers split into
 //! requests the device can take.
 
+use super::submit::Notify;
 use super::{BlkDevice, BlkError, Data, MAX_DATA_SEGMENTS, Operation, SECTOR_BYTES};
 use crate::drivers::virtio::bringup::{BringUpError, ConfigFields, DeviceConfig};
 use crate::mm::dma::DmaBuffer;
@@ -96,7 +97,8 @@ impl BlkDevice {
     /// [`BlkError::Unsupported`] when the device answers UNSUPP, else as
     /// [`super::Pending::wait`].
     pub fn serial(&'static self) -> Result<String, BlkError> {
-        let pending = self.submit_data(Operation::GetId, 0, Data::None, (0, 0), (0, 0), true);
+        let pending =
+            self.submit_data(Operation::GetId, 0, Data::None, (0, 0), (0, 0), Notify::Now);
         let pending = pending.map_err(|(error, _)| error)?;
         let (result, id) = pending.wait_id();
         result?;
@@ -157,7 +159,7 @@ impl BlkDevice {
                 Data::None,
                 (0, 0),
                 (count, flags),
-                true,
+                Notify::Now,
             );
             pending.map_err(|(error, _)| error)?.wait().0?;
             done += u64::from(count);
@@ -193,8 +195,14 @@ impl BlkDevice {
                 return Err((BlkError::DeviceFailed, None));
             };
             let at = sector + done / SECTOR_BYTES;
-            let pending =
-                self.submit_data(operation, at, Data::One(whole), (done, piece), (0, 0), true);
+            let pending = self.submit_data(
+                operation,
+                at,
+                Data::One(whole),
+                (done, piece),
+                (0, 0),
+                Notify::Now,
+            );
             let (result, data) =
                 pending.map_err(|(error, data)| (error, data.into_one()))?.wait_data();
             buffer = data.into_one();

@@ -36,9 +36,7 @@ impl BlkDevice {
         buffer: Option<DmaBuffer>,
         len_bytes: usize,
     ) -> Result<Pending, (BlkError, Option<DmaBuffer>)> {
-        let data = buffer.map_or(Data::None, Data::One);
-        self.submit_data(operation, sector, data, (0, len_bytes as u64), (0, 0), true)
-            .map_err(|(error, data)| (error, data.into_one()))
+        self.submit_one(operation, sector, buffer, len_bytes, Notify::Now)
     }
 
     /// Starts a scatter-gather transfer of `len_bytes` between sector
@@ -55,7 +53,8 @@ impl BlkDevice {
         buffers: Vec<DmaBuffer>,
         len_bytes: u64,
     ) -> Result<Pending, (BlkError, Vec<DmaBuffer>)> {
-        self.submit_data(operation, sector, Data::Many(buffers), (0, len_bytes), (0, 0), true)
+        let data = Data::Many(buffers);
+        self.submit_data(operation, sector, data, (0, len_bytes), (0, 0), Notify::Now)
             .map_err(|(error, data)| (error, data.into_vec()))
     }
 
@@ -69,28 +68,27 @@ impl BlkDevice {
         buffer: DmaBuffer,
         len_bytes: usize,
     ) -> Result<Pending, (BlkError, Option<DmaBuffer>)> {
-        self.submit_data(operation, sector, Data::One(buffer), (0, len_bytes as u64), (0, 0), false)
+        self.submit_one(operation, sector, Some(buffer), len_bytes, Notify::Never)
+    }
+
+    /// One request for the first `len_bytes` of `buffer` (if any).
+    pub(super) fn submit_one(
+        &'static self,
+        operation: Operation,
+        sector: u64,
+        buffer: Option<DmaBuffer>,
+        len_bytes: usize,
+        notify: Notify,
+    ) -> Result<Pending, (BlkError, Option<DmaBuffer>)> {
+        let data = buffer.map_or(Data::None, Data::One);
+        self.submit_data(operation, sector, data, (0, len_bytes as u64), (0, 0), notify)
             .map_err(|(error, data)| (error, data.into_one()))
     }
 
     /// Submits one request for the bytes `span` = (skip, length) of
     /// `data`; `range` is discard/write-zeroes' (sectors, flags); the
-    /// device is told at once when `kick`, never otherwise.
+    /// device is told as `notify` says.
     pub(super) fn submit_data(
-        &'static self,
-        operation: Operation,
-        sector: u64,
-        data: Data,
-        span: (u64, u64),
-        range: (u32, u32),
-        kick: bool,
-    ) -> Result<Pending, (BlkError, Data)> {
-        let notify = if kick { Notify::Now } else { Notify::Never };
-        self.submit_notifying(operation, sector, data, span, range, notify)
-    }
-
-    /// As [`BlkDevice::submit_data`], telling the device as `notify` says.
-    pub(super) fn submit_notifying(
         &'static self,
         operation: Operation,
         sector: u64,
