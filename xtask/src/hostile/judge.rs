@@ -195,16 +195,20 @@ pub fn ktest_summary(output: &str) -> Option<(u64, u64)> {
 
 /// `frames: N free of M ...` from `mem`.
 pub fn free_frames(output: &str) -> Option<u64> {
-    output.lines().find_map(|l| l.trim().strip_prefix("frames: ")?.split(' ').next()?.parse().ok())
+    number_after(output, "frames:")
+}
+
+/// The number that follows `prefix` at the start of a line of `output`.
+fn number_after(output: &str, prefix: &str) -> Option<u64> {
+    output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(prefix)?.split_whitespace().next()?.parse().ok())
 }
 
 /// `held: N frames quarantined ...` from `mem` (0 when absent): pages
 /// the driver keeps from a device it had to reset.
 pub fn held_frames(output: &str) -> u64 {
-    output
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("held: ")?.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+    number_after(output, "held:").unwrap_or(0)
 }
 
 /// The `canary: on, M free frames marked, C checked, X changed` line of

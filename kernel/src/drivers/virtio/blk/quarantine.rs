@@ -25,20 +25,22 @@ pub(super) const MAX_FRAMES: u64 = 2048;
 #[derive(Default)]
 pub(super) struct Quarantine {
     buffers: Vec<DmaBuffer>,
-    frames: u64,
 }
 
 impl Quarantine {
     /// Frames held.
     pub(super) fn frames(&self) -> u64 {
-        self.frames
+        self.buffers.iter().map(|buffer| pages(buffer.len_bytes())).sum()
     }
+}
+
+fn pages(bytes: usize) -> u64 {
+    (bytes as u64).div_ceil(PAGE_SIZE)
 }
 
 /// A fresh buffer with `original`'s contents, or `None` without memory.
 fn copy_of(original: &DmaBuffer) -> Option<DmaBuffer> {
-    let pages = (original.len_bytes() as u64).div_ceil(PAGE_SIZE);
-    let mut copy = DmaBuffer::new(pages).ok()?;
+    let mut copy = DmaBuffer::new(pages(original.len_bytes())).ok()?;
     copy.as_mut_slice().copy_from_slice(original.as_slice());
     Some(copy)
 }
@@ -56,11 +58,7 @@ impl BlkDevice {
             (Some(copies), Data::Many(_)) => Data::Many(copies),
         };
         request.restore_data(replacement);
-        let mut quarantine = self.quarantine.lock();
-        for buffer in originals.into_vec() {
-            quarantine.frames += (buffer.len_bytes() as u64).div_ceil(PAGE_SIZE);
-            quarantine.buffers.push(buffer);
-        }
+        self.quarantine.lock().buffers.extend(originals.into_vec());
     }
 
     /// Frames held back from the device because it may still write them
