@@ -14,6 +14,7 @@ pub mod frame;
 pub mod heap;
 pub mod mmio;
 pub mod paging;
+pub mod soft_tlb;
 pub mod vmap;
 
 use crate::arch::boot_info::BootInfo;

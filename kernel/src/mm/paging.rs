@@ -161,6 +161,10 @@ pub fn init(boot_info: &BootInfo) {
                 // SAFETY: as above.
                 unsafe { direct_map_range(scratch, start, end) }
                     .expect("no frames for the direct map");
+                if region.kind == RegionKind::Ram {
+                    let pages = (end - start) / PAGE_SIZE;
+                    super::soft_tlb::offer_range(phys_to_virt(PhysAddr::new(start)), pages);
+                }
             }
         }
     }

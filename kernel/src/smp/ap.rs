@@ -174,6 +174,8 @@ extern "C" fn ap_entry(start: &'static ApStart) -> ! {
     if let Err(error) = crate::platform::apic::lapic::init_this_cpu() {
         log::error!("smp: CPU {}: local APIC unusable: {error:?}", start.cpu_id);
     }
+    // See mm::soft_tlb: each CPU has its own software TLB under TCG.
+    crate::mm::soft_tlb::grow_on_this_cpu();
     (start.entry.prepare)(start.cpu_id);
     super::mark_online();
     log::debug!("smp: CPU {} (APIC id {}) online", start.cpu_id, start.apic_id);
