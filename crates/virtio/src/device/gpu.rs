@@ -102,6 +102,18 @@ impl Rect {
         Rect { x, y, width: right - x, height: bottom - y }
     }
 
+    /// Whether every pixel of `other` lies in `self` (an empty `other`
+    /// always does).
+    pub fn contains(self, other: Rect) -> bool {
+        other.is_empty()
+            || (self.x <= other.x
+                && self.y <= other.y
+                && u64::from(other.x) + u64::from(other.width)
+                    <= u64::from(self.x) + u64::from(self.width)
+                && u64::from(other.y) + u64::from(other.height)
+                    <= u64::from(self.y) + u64::from(self.height))
+    }
+
     /// Whether it covers no pixel.
     pub fn is_empty(self) -> bool {
         self.width == 0 || self.height == 0

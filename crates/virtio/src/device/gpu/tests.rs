@@ -225,3 +225,18 @@ fn rect_union_and_fit() {
     assert!(!a.fits(9, 10));
     assert!(!Rect { x: u32::MAX, y: 0, width: 2, height: 1 }.fits(u32::MAX, 1));
 }
+
+#[test]
+fn rect_contains_only_what_lies_wholly_inside() {
+    let outer = Rect { x: 10, y: 20, width: 30, height: 40 };
+    assert!(outer.contains(outer));
+    assert!(outer.contains(Rect { x: 39, y: 59, width: 1, height: 1 }));
+    assert!(!outer.contains(Rect { x: 40, y: 20, width: 1, height: 1 }));
+    assert!(!outer.contains(Rect { x: 10, y: 59, width: 1, height: 2 }));
+    assert!(!outer.contains(Rect { x: 9, y: 20, width: 2, height: 2 }));
+    assert!(outer.contains(Rect { x: 500, y: 500, width: 0, height: 3 }));
+    assert!(!Rect::default().contains(outer));
+    // No wrap-around at the top of the coordinate space.
+    let edge = Rect { x: u32::MAX - 1, y: 0, width: 1, height: 1 };
+    assert!(!edge.contains(Rect { x: u32::MAX, y: 0, width: u32::MAX, height: 1 }));
+}
