@@ -3,7 +3,7 @@
 
 use super::protocol::Rect;
 use super::tests::gpu;
-use super::{FRAMES_IN_FLIGHT, Framebuffer, GpuDeviceError};
+use super::{FRAMES_IN_FLIGHT, Framebuffer, GpuDeviceError, MAX_FRAMES_IN_FLIGHT};
 use crate::{check, check_eq, check_ok, ktest};
 
 /// Fills `rect` of a frame `width` pixels wide.
@@ -125,9 +125,10 @@ ktest!(
         let now = crate::mm::frame::stats().free;
         // Virtual ranges are never reused (mm::vmap), so each framebuffer
         // leaves the page tables that mapped it: one per 2 MiB, plus a few
-        // upper levels. Its 3 x 4 MiB of pixels must all come back.
+        // upper levels. Its slots' pixels must all come back.
         let full = device.display();
-        let pages = u64::from(full.width) * u64::from(full.height) * 4 * 3 / 4096;
+        let slots = FRAMES_IN_FLIGHT as u64 + 1;
+        let pages = u64::from(full.width) * u64::from(full.height) * 4 * slots / 4096;
         let page_tables = 3 * (pages / 512 + 3);
         check!(now + page_tables >= free, "{} frames missing", free - now);
         Ok(())
@@ -275,6 +276,65 @@ ktest!(
         // A second wait has nothing left to report.
         check_ok!(fb.wait_idle());
         check_eq!(fb.frames_in_flight(), 0);
+        Ok(())
+    }
+);
+
+ktest!(
+    fn a_promised_redraw_skips_the_catch_up_copy_and_must_be_presented() {
+        let device = gpu()?;
+        let mut fb = check_ok!(Framebuffer::with_depth(device, device.scanout(), 4));
+        let width = fb.full().width;
+        let (big, small) = (rect(0, 0, 16, 16), rect(0, 0, 8, 8));
+        // Frames 1 and 2 (after the zeroed first one) paint `big`.
+        for color in [1, 2] {
+            fill(check_ok!(fb.back_pixels()), width, big, color);
+            check_ok!(fb.present(big));
+        }
+        // Frame 3's slot was never drawn: the copy brings in everything
+        // but the promised `small`, which keeps the slot's zeroes.
+        let pixels = check_ok!(fb.back_pixels_redrawing(small));
+        check_eq!(pixels[0], 0);
+        check_eq!(pixels[(7 * width + 7) as usize], 0);
+        check_eq!(pixels[8], 2);
+        check_eq!(pixels[(15 * width + 15) as usize], 2);
+        // Damage that leaves part of the promise out would hide pixels
+        // never shown; the promise covered is fine.
+        check_eq!(fb.present(rect(0, 0, 4, 4)), Err(GpuDeviceError::BadRect));
+        fill(check_ok!(fb.back_pixels()), width, small, 3);
+        check_ok!(fb.present(small));
+        // A promise outside the surface is refused before anything changes.
+        let outside = rect(width - 4, 0, 8, 8);
+        check_eq!(fb.back_pixels_redrawing(outside).err(), Some(GpuDeviceError::BadRect));
+        let pixels = check_ok!(fb.back_pixels());
+        check_eq!(pixels[0], 3);
+        check_eq!(pixels[8], 2);
+        check_ok!(fb.present(small));
+        check_ok!(fb.wait_idle());
+        Ok(())
+    }
+);
+
+ktest!(
+    fn the_depth_is_checked_and_every_depth_completes_its_frames() {
+        let device = gpu()?;
+        let scanout = device.scanout();
+        for bad in [0, 1, MAX_FRAMES_IN_FLIGHT + 1] {
+            let made = Framebuffer::with_depth(device, scanout, bad);
+            check_eq!(made.err(), Some(GpuDeviceError::BadDepth));
+        }
+        for depth in [2, MAX_FRAMES_IN_FLIGHT] {
+            let mut fb = check_ok!(Framebuffer::with_depth(device, scanout, depth));
+            let width = fb.full().width;
+            for frame in 0..3 * depth as u32 {
+                let square = rect(frame % 64, 0, 16, 16);
+                fill(check_ok!(fb.back_pixels_redrawing(square)), width, square, frame);
+                check_ok!(fb.present(square));
+                check!(fb.frames_in_flight() <= depth + 1);
+            }
+            check_ok!(fb.wait_idle());
+            check_eq!(fb.stats().completed, fb.stats().presented);
+        }
         Ok(())
     }
 );

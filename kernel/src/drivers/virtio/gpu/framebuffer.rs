@@ -1,9 +1,9 @@
 //! Frames in flight on one scanout, tear-free, one kick and one fence each.
 //!
 //! Design: one host resource, always on the scanout (SET_SCANOUT once), and
-//! one guest backing holding `SLOTS` frames one below the other. A frame is
-//! drawn into its slot while up to [`FRAMES_IN_FLIGHT`] earlier frames are
-//! still with the device; `present` queues TRANSFER_TO_HOST_2D of just the
+//! one guest backing holding its slots one below the other. A frame is
+//! drawn into its slot while up to [`FRAMES_IN_FLIGHT`] (or the depth the
+//! caller chose) earlier frames are still with the device; `present` queues TRANSFER_TO_HOST_2D of just the
 //! damage from the slot (its byte offset selects the slot, §5.7.6.8) and a
 //! fenced RESOURCE_FLUSH, as one batch with one notification.
 //!
@@ -19,18 +19,22 @@
 //!
 //! The caller's contract is that the back buffer equals the screen: before
 //! a slot is drawn again it is brought up to date by copying, from the
-//! newest slot, what the frames since its last use damaged. A full redraw
-//! skips that copy.
+//! newest slot, what the frames since its last use damaged — except what
+//! the caller says it will redraw whole ([`Framebuffer::back_pixels_redrawing`]),
+//! which it must then present. A full redraw copies nothing.
 
 use super::backing::Backing;
 use super::control::{Batch, check_nodata};
 use super::protocol::{self, Rect};
 use super::{GpuDevice, GpuDeviceError, Scanout};
 
-/// Frames the caller may present before the next draw waits for the oldest.
-pub const FRAMES_IN_FLIGHT: usize = 2;
-/// Slots in the backing: the frames in flight and the one being drawn.
-const SLOTS: usize = FRAMES_IN_FLIGHT + 1;
+/// Frames the caller may present before the next draw waits for the
+/// oldest, unless it asks for another depth.
+pub const FRAMES_IN_FLIGHT: usize = 4;
+/// The most frames in flight a framebuffer may be made with.
+pub const MAX_FRAMES_IN_FLIGHT: usize = 7;
+/// Most slots in a backing: the frames in flight and the one being drawn.
+const MAX_SLOTS: usize = MAX_FRAMES_IN_FLIGHT + 1;
 
 /// Counters of one framebuffer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -48,18 +52,21 @@ pub struct Framebuffer {
     device: &'static GpuDevice,
     scanout: Scanout,
     resource: u32,
-    /// `SLOTS` frames of `width * height` pixels; `None` once leaked.
+    /// `slots` frames of `width * height` pixels; `None` once leaked.
     memory: Option<Backing>,
     /// The frame being drawn (the next to be presented).
     frame: u64,
-    /// Damage of recent frames, by `frame % SLOTS`.
-    damage: [Rect; SLOTS],
+    /// Slots in use: frames in flight + 1.
+    slots: usize,
+    /// Damage of recent frames, by `frame % slots`.
+    damage: [Rect; MAX_SLOTS],
     /// The batch of the frame last drawn in each slot, until answered.
-    in_flight: [Option<Batch>; SLOTS],
-    /// The back slot has been made equal to the screen.
+    in_flight: [Option<Batch>; MAX_SLOTS],
+    /// The back slot has been made equal to the screen (but `redrawn`).
     is_prepared: bool,
-    /// The caller took the back slot for a full redraw.
-    is_full_redraw: bool,
+    /// What the caller redraws whole in the back slot: the catch-up copy
+    /// skipped it, so the next `present` must cover it.
+    redrawn: Rect,
     /// An error answer to a frame already presented, reported next.
     late_error: Option<GpuDeviceError>,
     stats: FrameStats,
@@ -82,11 +89,30 @@ impl Framebuffer {
     /// [`GpuDeviceError::BadMode`] for an empty or huge mode, else as
     /// [`Framebuffer::new`].
     pub fn with_mode(device: &'static GpuDevice, scanout: Scanout) -> Result<Self, GpuDeviceError> {
+        Self::with_depth(device, scanout, FRAMES_IN_FLIGHT)
+    }
+
+    /// Like [`Framebuffer::with_mode`], letting the caller run up to
+    /// `frames_in_flight` frames ahead of the device (each costs one more
+    /// frame of memory).
+    ///
+    /// # Errors
+    /// [`GpuDeviceError::BadDepth`] unless 2 <= `frames_in_flight` <=
+    /// [`MAX_FRAMES_IN_FLIGHT`], else as [`Framebuffer::with_mode`].
+    pub fn with_depth(
+        device: &'static GpuDevice,
+        scanout: Scanout,
+        frames_in_flight: usize,
+    ) -> Result<Self, GpuDeviceError> {
+        if !(2..=MAX_FRAMES_IN_FLIGHT).contains(&frames_in_flight) {
+            return Err(GpuDeviceError::BadDepth);
+        }
+        let slots = frames_in_flight + 1;
         let scanout = Scanout { rect: Rect { x: 0, y: 0, ..scanout.rect }, ..scanout };
         let Rect { width, height, .. } = scanout.rect;
         super::check_mode(scanout.rect)?;
         let frame_bytes = width as usize * height as usize * 4;
-        let memory = Backing::new(frame_bytes * SLOTS)?;
+        let memory = Backing::new(frame_bytes * slots)?;
         let resource = device.new_resource_id();
         let format = protocol::FORMAT_B8G8R8X8;
         device.execute(&protocol::ResourceCreate2d { resource, format, width, height }, false)?;
@@ -96,10 +122,11 @@ impl Framebuffer {
             resource,
             memory: None,
             frame: 0,
-            damage: [Rect::default(); SLOTS],
-            in_flight: [None; SLOTS],
+            slots,
+            damage: [Rect::default(); MAX_SLOTS],
+            in_flight: [None; MAX_SLOTS],
             is_prepared: false,
-            is_full_redraw: false,
+            redrawn: Rect::default(),
             late_error: None,
             stats: FrameStats::default(),
         };
@@ -153,14 +180,14 @@ impl Framebuffer {
     }
 
     fn slot(&self, frame: u64) -> usize {
-        (frame % SLOTS as u64) as usize
+        (frame % self.slots as u64) as usize
     }
 
     fn frame_pixels(&self) -> usize {
         self.scanout.rect.width as usize * self.scanout.rect.height as usize
     }
 
-    /// Waits (only if the caller ran `FRAMES_IN_FLIGHT` frames ahead) until
+    /// Waits (only if the caller ran its frames in flight ahead) until
     /// the device is done with the back slot.
     fn free_back_slot(&mut self) -> Result<(), GpuDeviceError> {
         let slot = self.slot(self.frame);
@@ -176,7 +203,7 @@ impl Framebuffer {
 
     /// Collects every answered frame without waiting.
     fn reap(&mut self) -> Result<(), GpuDeviceError> {
-        for slot in 0..SLOTS {
+        for slot in 0..self.slots {
             let Some(mut batch) = self.in_flight[slot] else { continue };
             let done = self.device.try_collect(&mut batch, &mut check_nodata)?;
             if done {
@@ -204,22 +231,7 @@ impl Framebuffer {
     /// # Errors
     /// A device that stopped answering while a frame was in flight.
     pub fn back_pixels(&mut self) -> Result<&mut [u32], GpuDeviceError> {
-        if !self.is_prepared {
-            self.free_back_slot()?;
-            if self.frame > 0 {
-                // The frames since this slot's last use (up to SLOTS - 1)
-                // changed their damage in the other slots; the newest slot
-                // holds all of it.
-                let newest = self.frame - 1;
-                let stale = (1..SLOTS as u64)
-                    .filter(|back| *back <= self.frame)
-                    .map(|back| self.damage[self.slot(self.frame - back)])
-                    .fold(Rect::default(), Rect::union);
-                self.copy_rect(self.slot(newest), self.slot(self.frame), stale);
-            }
-            self.is_prepared = true;
-        }
-        Ok(self.slot_pixels(self.slot(self.frame)))
+        self.back_pixels_redrawing(Rect::default())
     }
 
     /// The back buffer for a frame that redraws every pixel: no catch-up
@@ -228,11 +240,39 @@ impl Framebuffer {
     /// # Errors
     /// As [`Framebuffer::back_pixels`].
     pub fn back_pixels_for_full_redraw(&mut self) -> Result<&mut [u32], GpuDeviceError> {
+        self.back_pixels_redrawing(self.full())
+    }
+
+    /// The back buffer, equal to the screen except inside `redrawn`, which
+    /// the caller promises to draw whole: the catch-up copy skips it (for a
+    /// 64x64 rectangle redrawn each frame the copy was a third of the
+    /// frame's cost), and the next `present`'s damage must cover it. Asked
+    /// again before presenting, the first call's promise stands.
+    ///
+    /// # Errors
+    /// [`GpuDeviceError::BadRect`] if `redrawn` is outside the surface; as
+    /// [`Framebuffer::back_pixels`].
+    pub fn back_pixels_redrawing(&mut self, redrawn: Rect) -> Result<&mut [u32], GpuDeviceError> {
+        let full = self.full();
+        if !redrawn.fits(full.width, full.height) {
+            return Err(GpuDeviceError::BadRect);
+        }
         if !self.is_prepared {
             self.free_back_slot()?;
+            if self.frame > 0 && !redrawn.contains(full) {
+                // The frames since this slot's last use (up to slots - 1)
+                // changed their damage in the other slots; the newest slot
+                // holds all of it.
+                let newest = self.frame - 1;
+                let stale = (1..self.slots as u64)
+                    .filter(|back| *back <= self.frame)
+                    .map(|back| self.damage[self.slot(self.frame - back)])
+                    .fold(Rect::default(), Rect::union);
+                self.copy_rect_except(self.slot(newest), self.slot(self.frame), stale, redrawn);
+            }
+            self.is_prepared = true;
+            self.redrawn = redrawn;
         }
-        self.is_prepared = true;
-        self.is_full_redraw = true;
         Ok(self.slot_pixels(self.slot(self.frame)))
     }
 
@@ -244,19 +284,30 @@ impl Framebuffer {
         }
     }
 
-    /// Copies `rect` from slot `from` to slot `to`.
-    fn copy_rect(&mut self, from: usize, to: usize, rect: Rect) {
-        if rect.is_empty() || from == to {
+    /// Copies `rect` but `skip` from slot `from` to slot `to`: each row
+    /// of `rect` that `skip` crosses loses `skip`'s span, leaving at most a
+    /// left and a right piece.
+    fn copy_rect_except(&mut self, from: usize, to: usize, rect: Rect, skip: Rect) {
+        if rect.is_empty() || from == to || skip.contains(rect) {
             return;
         }
         let count = self.frame_pixels();
         let width = self.scanout.rect.width as usize;
         let Some(memory) = self.memory.as_mut() else { return };
         let pixels = memory.as_mut_pixels();
+        let (left, right) = (rect.x as usize, (rect.x + rect.width) as usize);
+        let skip_rows = skip.y as usize..(skip.y + skip.height) as usize;
+        let (skip_left, skip_right) = (skip.x as usize, (skip.x + skip.width) as usize);
         for row in rect.y as usize..(rect.y + rect.height) as usize {
-            let start = row * width + rect.x as usize;
-            let end = start + rect.width as usize;
-            pixels.copy_within(from * count + start..from * count + end, to * count + start);
+            let pieces = if skip.is_empty() || !skip_rows.contains(&row) {
+                [(left, right), (0, 0)]
+            } else {
+                [(left, skip_left.clamp(left, right)), (skip_right.clamp(left, right), right)]
+            };
+            for (start, end) in pieces.into_iter().filter(|(start, end)| start < end) {
+                let (start, end) = (row * width + start, row * width + end);
+                pixels.copy_within(from * count + start..from * count + end, to * count + start);
+            }
         }
     }
 
@@ -272,14 +323,17 @@ impl Framebuffer {
         if damage.is_empty() || !damage.fits(full.width, full.height) {
             return Err(GpuDeviceError::BadRect);
         }
-        if !self.is_prepared || (self.is_full_redraw && damage != full) {
-            // Outside `damage` the slot holds an older frame.
+        if !self.is_prepared || !damage.contains(self.redrawn) {
+            // Outside `damage` the slot would hold pixels never shown.
             return Err(GpuDeviceError::BadRect);
         }
         if self.memory.is_none() {
             return Err(GpuDeviceError::OutOfMemory);
         }
-        self.reap()?;
+        // Answers that had arrived were collected when the back slot was
+        // taken (`free_back_slot`): an error among them is reported now.
+        // Reaping again here would cost a lock and a used-ring read per
+        // frame for answers the next frame collects anyway.
         if let Some(error) = self.late_error.take() {
             return Err(error);
         }
@@ -300,7 +354,7 @@ impl Framebuffer {
         self.frame += 1;
         self.stats.presented += 1;
         self.is_prepared = false;
-        self.is_full_redraw = false;
+        self.redrawn = Rect::default();
         Ok(())
     }
 
@@ -310,7 +364,7 @@ impl Framebuffer {
     /// The device's error for one of them.
     pub fn wait_idle(&mut self) -> Result<(), GpuDeviceError> {
         // Oldest first, so answers arrive in the order they are awaited.
-        for back in (1..=SLOTS as u64).rev() {
+        for back in (1..=self.slots as u64).rev() {
             let Some(frame) = self.frame.checked_sub(back) else { continue };
             let slot = self.slot(frame);
             if let Some(batch) = self.in_flight[slot].take() {

@@ -32,7 +32,7 @@ use vireo_virtio::{Dma, DmaChain, Features, UsedLenPolicy};
 pub use backing::Backing;
 pub use control::EncodeRequest;
 pub use cursor::CURSOR_SIZE;
-pub use framebuffer::{FRAMES_IN_FLIGHT, Framebuffer};
+pub use framebuffer::{FRAMES_IN_FLIGHT, Framebuffer, MAX_FRAMES_IN_FLIGHT};
 
 const CONTROL_QUEUE: u16 = 0;
 const CURSOR_QUEUE: u16 = 1;
@@ -112,6 +112,8 @@ pub enum GpuDeviceError {
     ScanoutDisabled,
     /// A mode of zero size or larger than the driver accepts (8192x8192).
     BadMode,
+    /// Frames in flight outside 2..=[`MAX_FRAMES_IN_FLIGHT`].
+    BadDepth,
 }
 
 /// A scanout and its mode.
