@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::dbus_display::{Cursor, Event};
+use super::dbus_display::{Cursor, Event, Listener};
 use super::ppm::Image;
 use super::{Session, find_text_row};
 use crate::hostile::session::PROMPT;
@@ -29,9 +29,18 @@ const MODE_TIMEOUT: Duration = Duration::from_secs(15);
 /// The resolution the host asks for.
 const HOST_MODE: (usize, usize) = (1024, 768);
 
-pub fn check_cursor(session: &mut Session) -> Result<String, String> {
-    let before = session.screen()?;
-    let listener = session.display.listen()?;
+/// What the D-Bus display was told during and after the cursor scene.
+struct CursorScene {
+    cursor: Cursor,
+    /// The first MouseSet after the last CursorDefine: (x, y, on).
+    position: (i32, i32, i32),
+    /// The screendump while the cursor was shown.
+    during: Image,
+    /// Where the first MouseSet with on = 0 after the scene put it.
+    hidden: (i32, i32),
+}
+
+fn watch_cursor_scene(session: &mut Session, listener: &Listener) -> Result<CursorScene, String> {
     let from = listener.count();
     let ready = session.scene("cursor")?;
     if ready.contains("demo: ") && ready.contains("Err") {
@@ -51,13 +60,22 @@ pub fn check_cursor(session: &mut Session) -> Result<String, String> {
     let during = session.screen()?;
     let left = listener.count();
     session.leave_scene()?;
-    let hidden = listener.wait_for(left, EVENT_TIMEOUT, "hiding MouseSet", |events| {
+    let hidden = listener.wait_for(left, EVENT_TIMEOUT, "MouseSet off", |events| {
         events.iter().find_map(|e| match e {
             Event::MouseSet { x, y, on: 0 } => Some((*x, *y)),
             _ => None,
         })
     })?;
+    Ok(CursorScene { cursor, position, during, hidden })
+}
+
+pub fn check_cursor(session: &mut Session) -> Result<String, String> {
+    let before = session.screen()?;
+    let listener = session.display.listen()?;
+    let scene = watch_cursor_scene(session, &listener);
+    let _ = std::fs::write(session.dir.join("dbus-cursor.log"), listener.log());
     drop(listener);
+    let CursorScene { cursor, position, during, hidden } = scene?;
     if (cursor.width, cursor.height) != (CURSOR_SIZE, CURSOR_SIZE) {
         return Err(format!("the cursor is {}x{}, want 64x64", cursor.width, cursor.height));
     }

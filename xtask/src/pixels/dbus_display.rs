@@ -56,6 +56,22 @@ pub enum Event {
     Disable,
 }
 
+impl Event {
+    fn line(&self) -> String {
+        match self {
+            Event::CursorDefine(c) => format!(
+                "CursorDefine {}x{} hot ({},{}), {} pixels not transparent",
+                c.width,
+                c.height,
+                c.hot_x,
+                c.hot_y,
+                c.argb.iter().filter(|&&p| p >> 24 != 0).count()
+            ),
+            other => format!("{other:?}"),
+        }
+    }
+}
+
 /// One D-Bus connection to QEMU, after authentication.
 struct Connection {
     stream: UnixStream,
@@ -193,6 +209,16 @@ impl Listener {
     /// How many calls have been recorded (a mark for [`Listener::wait_for`]).
     pub fn count(&self) -> usize {
         self.record.seen.lock().unwrap_or_else(|e| e.into_inner()).events.len()
+    }
+
+    /// The calls so far, one line each (the cursor's pixels summed up).
+    pub fn log(&self) -> String {
+        let seen = self.record.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut log: String = seen.events.iter().map(|event| format!("{}\n", event.line())).collect();
+        if let Some(why) = &seen.ended {
+            log.push_str(&format!("ended: {why}\n"));
+        }
+        log
     }
 
     /// Waits until `find`, given the calls recorded since mark `from`,
