@@ -28,6 +28,8 @@ const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
 const MODE_TIMEOUT: Duration = Duration::from_secs(15);
 /// The resolution the host asks for.
 const HOST_MODE: (usize, usize) = (1024, 768);
+/// The guest's own mode meanwhile (`demo mode`).
+const GUEST_MODE: (usize, usize) = (800, 600);
 
 /// What the D-Bus display was told during and after the cursor scene.
 struct CursorScene {
@@ -86,11 +88,16 @@ pub fn check_cursor(session: &mut Session) -> Result<String, String> {
         return Err(format!("{count} cursor pixels differ from the ring, first {first}"));
     }
     if position != (CURSOR_AT.0, CURSOR_AT.1, 1) {
-        return Err(format!("MouseSet {position:?}, want ({}, {}, on=1)", CURSOR_AT.0, CURSOR_AT.1));
+        return Err(format!(
+            "MouseSet {position:?}, want ({}, {}, on=1)",
+            CURSOR_AT.0, CURSOR_AT.1
+        ));
     }
-    // The cursor is a plane of its own: the scanout's pixels stay.
-    if during != before {
-        return Err("the cursor changed the scanout's own pixels".into());
+    // The cursor is a plane of its own: the scanout's pixels under it
+    // stay. (Only there: the shell's echo of `demo cursor` may or may not
+    // have been drawn before the scene took the framebuffer.)
+    if let Some((x, y)) = changed_under_cursor(&before, &during) {
+        return Err(format!("the scanout's own pixel ({x},{y}) under the cursor changed"));
     }
     let picture = session.dir.join("cursor.png");
     super::screenshot::write_png(&with_cursor(&during, &cursor, CURSOR_AT), &picture)?;
@@ -99,6 +106,19 @@ pub fn check_cursor(session: &mut Session) -> Result<String, String> {
          hidden after the scene: MouseSet {hidden:?} off; {})",
         picture.display()
     ))
+}
+
+/// The first pixel of the cursor's rectangle that differs between `a` and
+/// `b`.
+fn changed_under_cursor(a: &Image, b: &Image) -> Option<(usize, usize)> {
+    if (a.width, a.height) != (b.width, b.height) {
+        return Some((a.width.min(b.width), a.height.min(b.height)));
+    }
+    let (left, top) =
+        ((CURSOR_AT.0 - CURSOR_HOT.0) as usize, (CURSOR_AT.1 - CURSOR_HOT.1) as usize);
+    let rows = top..(top + CURSOR_SIZE as usize).min(a.height);
+    rows.flat_map(|y| (left..(left + CURSOR_SIZE as usize).min(a.width)).map(move |x| (x, y)))
+        .find(|&(x, y)| a.pixel(x, y) != b.pixel(x, y))
 }
 
 /// Cursor pixels unlike the ring: how many and the first.
@@ -156,29 +176,51 @@ fn wait_for_mode(session: &mut Session, size: (usize, usize), text: &str) -> Res
     }
 }
 
+/// Asks for `size` as a window would and waits for the console there.
+fn host_mode(session: &mut Session, (width, height): (usize, usize)) -> Result<Image, String> {
+    session.display.set_ui_info(width as u32, height as u32)?;
+    // The console starts afresh at a new mode with this line
+    // (kernel/src/klog/screen.rs `follow_mode_change`).
+    wait_for_mode(session, (width, height), &format!("console: mode {width}x{height}"))
+}
+
 pub fn check_mode_host(session: &mut Session) -> Result<String, String> {
     let before = session.screen()?;
     let original = (before.width, before.height);
-    if original == HOST_MODE {
-        return Err(format!("the screen is already {}x{}", HOST_MODE.0, HOST_MODE.1));
-    }
-    session.display.set_ui_info(HOST_MODE.0 as u32, HOST_MODE.1 as u32)?;
     let (width, height) = HOST_MODE;
-    // The console starts afresh at a new mode with this line
-    // (kernel/src/klog/screen.rs `follow_mode_change`).
-    wait_for_mode(session, HOST_MODE, &format!("console: mode {width}x{height}"))?;
+    if original == HOST_MODE || original == GUEST_MODE {
+        return Err(format!("the screen is already {}x{}", original.0, original.1));
+    }
+    host_mode(session, HOST_MODE)?;
     // A fresh prompt, then a line typed at the new mode.
     session.send_and_wait("\n", PROMPT)?;
     session.send_and_wait("uptime\n", PROMPT)?;
     let line = format!("{PROMPT}uptime");
     let typed = wait_for_mode(session, HOST_MODE, &line)?;
     let row = find_text_row(&typed, &line).unwrap_or_default();
-    session.display.set_ui_info(original.0 as u32, original.1 as u32)?;
-    wait_for_mode(session, original, &format!("console: mode {}x{}", original.0, original.1))?;
+    host_mode(session, original)?;
+    // While the guest shows a mode of its own, virtio-gpu only records
+    // the host's wish and raises the event: the guest's mode stays until
+    // the guest changes it, and the console follows when it is back.
+    session.scene(&format!("mode {}x{}", GUEST_MODE.0, GUEST_MODE.1))?;
+    session.display.set_ui_info(width as u32, height as u32)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let guest = session.screen()?;
+    session.leave_scene()?;
+    if (guest.width, guest.height) != GUEST_MODE {
+        return Err(format!(
+            "SetUIInfo during the guest's {}x{} changed the screen to {}x{}",
+            GUEST_MODE.0, GUEST_MODE.1, guest.width, guest.height
+        ));
+    }
+    super::exact(&guest, |x, y| super::pattern(1, x as u32, y as u32))?;
+    wait_for_mode(session, HOST_MODE, &format!("console: mode {width}x{height}"))
+        .map_err(|why| format!("after the guest's own mode: {why}"))?;
+    host_mode(session, original)?;
     Ok(format!(
         " (D-Bus SetUIInfo {width}x{height}: screendump {width}x{height}, {line:?} on text row \
-         {row}; SetUIInfo {}x{}: back)",
-        original.0, original.1
+         {row}; back to {}x{}; asked during the guest's {}x{}: followed after it)",
+        original.0, original.1, GUEST_MODE.0, GUEST_MODE.1
     ))
 }
 
@@ -217,5 +259,12 @@ mod tests {
         assert_eq!(image.pixel(0, 0), 0x101010);
         let off_screen = with_cursor(&screen, &cursor, (0, 0));
         assert_eq!(off_screen.pixel(0, 0), 0x123456);
+        let cursor = Cursor { width: 64, height: 64, hot_x: 0, hot_y: 0, argb: vec![!0; 4096] };
+        let big = Image { width: 400, height: 300, rgb: vec![0; 400 * 300 * 3] };
+        assert_eq!(changed_under_cursor(&big, &big), None);
+        let drawn = with_cursor(&big, &cursor, (168, 118));
+        assert_eq!(changed_under_cursor(&big, &drawn), Some((168, 118)));
+        let beside = with_cursor(&big, &cursor, (300, 118));
+        assert_eq!(changed_under_cursor(&big, &beside), None, "outside the rectangle");
     }
 }

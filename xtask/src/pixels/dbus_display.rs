@@ -48,11 +48,23 @@ pub struct Cursor {
 pub enum Event {
     /// A new or wholly redrawn scanout of this size (its pixels are not
     /// kept: the screendump is the picture).
-    Scanout { width: u32, height: u32 },
-    Update { x: i32, y: i32, width: i32, height: i32 },
+    Scanout {
+        width: u32,
+        height: u32,
+    },
+    Update {
+        x: i32,
+        y: i32,
+        width: i32,
+        height: i32,
+    },
     CursorDefine(Cursor),
     /// The cursor's hot spot is at (x, y); `on` is whether it is shown.
-    MouseSet { x: i32, y: i32, on: i32 },
+    MouseSet {
+        x: i32,
+        y: i32,
+        on: i32,
+    },
     Disable,
 }
 
@@ -155,13 +167,8 @@ impl Display {
     /// What a window of `width` x `height` pixels (at 96 dpi) tells QEMU.
     pub fn set_ui_info(&mut self, width: u32, height: u32) -> Result<(), String> {
         let mm = |pixels: u32| (pixels * 254 / 960) as u16;
-        let body = Writer::default()
-            .u16(mm(width))
-            .u16(mm(height))
-            .i32(0)
-            .i32(0)
-            .u32(width)
-            .u32(height);
+        let body =
+            Writer::default().u16(mm(width)).u16(mm(height)).i32(0).i32(0).u32(width).u32(height);
         let call = Message::method_call(CONSOLE_PATH, CONSOLE, "SetUIInfo", body);
         self.console.call(call, None).map(drop)
     }
@@ -176,8 +183,12 @@ impl Display {
             std::thread::spawn(move || serve(stream, &record))
         };
         let listener = Listener { stream: ours, record, thread: Some(thread) };
-        let mut call =
-            Message::method_call(CONSOLE_PATH, CONSOLE, "RegisterListener", Writer::default().handle(0));
+        let mut call = Message::method_call(
+            CONSOLE_PATH,
+            CONSOLE,
+            "RegisterListener",
+            Writer::default().handle(0),
+        );
         call.unix_fds = 1;
         self.console.call(call, Some(theirs.as_fd()))?;
         Ok(listener)
@@ -214,7 +225,8 @@ impl Listener {
     /// The calls so far, one line each (the cursor's pixels summed up).
     pub fn log(&self) -> String {
         let seen = self.record.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let mut log: String = seen.events.iter().map(|event| format!("{}\n", event.line())).collect();
+        let mut log: String =
+            seen.events.iter().map(|event| format!("{}\n", event.line())).collect();
         if let Some(why) = &seen.ended {
             log.push_str(&format!("ended: {why}\n"));
         }
@@ -243,7 +255,8 @@ impl Listener {
             if left.is_zero() {
                 return Err(format!("no {what} from the D-Bus display within {timeout:?}"));
             }
-            seen = self.record.changed.wait_timeout(seen, left).unwrap_or_else(|e| e.into_inner()).0;
+            seen =
+                self.record.changed.wait_timeout(seen, left).unwrap_or_else(|e| e.into_inner()).0;
         }
     }
 }
@@ -264,7 +277,8 @@ impl Drop for Listener {
 fn serve(stream: UnixStream, record: &Record) {
     let why = match Connection::open(stream, false) {
         Ok(mut connection) => loop {
-            let answered = connection.receive().and_then(|call| answer(&mut connection, &call, record));
+            let answered =
+                connection.receive().and_then(|call| answer(&mut connection, &call, record));
             if let Err(why) = answered {
                 break why;
             }
@@ -352,7 +366,10 @@ mod tests {
         data.bytes.extend_from_slice(&[0x00, 0xff, 0xff, 0xff, 1, 2, 3, 4]);
         let define = listener_event("CursorDefine", &listener_call("CursorDefine", data)).unwrap();
         let argb = vec![0xffff_ff00, 0x0403_0201];
-        assert_eq!(define, Event::CursorDefine(Cursor { width: 2, height: 1, hot_x: 1, hot_y: 0, argb }));
+        assert_eq!(
+            define,
+            Event::CursorDefine(Cursor { width: 2, height: 1, hot_x: 1, hot_y: 0, argb })
+        );
         let set = listener_call("MouseSet", Writer::default().i32(200).i32(150).i32(1));
         assert_eq!(listener_event("MouseSet", &set), Ok(Event::MouseSet { x: 200, y: 150, on: 1 }));
         let wrong = listener_call("MouseSet", Writer::default().i32(200).i32(150));

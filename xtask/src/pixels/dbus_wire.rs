@@ -439,8 +439,12 @@ mod tests {
 
     fn call() -> Message {
         let body = Writer::default().u16(300).u16(200).i32(-5).i32(0).u32(1024).u32(768);
-        let mut call =
-            Message::method_call("/org/qemu/Display1/Console_0", "org.qemu.Display1.Console", "SetUIInfo", body);
+        let mut call = Message::method_call(
+            "/org/qemu/Display1/Console_0",
+            "org.qemu.Display1.Console",
+            "SetUIInfo",
+            body,
+        );
         call.serial = 7;
         call
     }

@@ -14,7 +14,8 @@ pub fn send_with_fd(stream: &UnixStream, bytes: &[u8], fd: BorrowedFd<'_>) -> Re
     let space = unsafe { libc::CMSG_SPACE(fd_len) } as usize;
     // u64s: the control buffer must be aligned for `cmsghdr`.
     let mut control = vec![0u64; space.div_ceil(8)];
-    let mut iov = libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() };
+    let mut iov =
+        libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() };
     // SAFETY: msghdr is plain data; all-zero is a valid empty header.
     let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
     header.msg_iov = &mut iov;
