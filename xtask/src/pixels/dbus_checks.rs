@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::dbus_display::{Cursor, Event, Listener};
 use super::ppm::Image;
-use super::{Session, find_text_row};
+use super::{STEP_TIMEOUT, Session, find_text_row};
 use crate::hostile::session::PROMPT;
 
 /// The kernel's cursor scene (kernel/src/shell/demo.rs `cursor`).
@@ -203,8 +203,12 @@ pub fn check_mode_host(session: &mut Session) -> Result<String, String> {
     // the host's wish and raises the event: the guest's mode stays until
     // the guest changes it, and the console follows when it is back.
     session.scene(&format!("mode {}x{}", GUEST_MODE.0, GUEST_MODE.1))?;
+    let from = session.shell.transcript.len();
     session.display.set_ui_info(width as u32, height as u32)?;
-    std::thread::sleep(Duration::from_millis(500));
+    // The driver logs each display event it takes
+    // (drivers/virtio/gpu/display.rs).
+    let logged = session.shell.wait_for(from, "display changed", STEP_TIMEOUT);
+    super::expect(logged, "display-change log line during the guest's mode")?;
     let guest = session.screen()?;
     session.leave_scene()?;
     if (guest.width, guest.height) != GUEST_MODE {
