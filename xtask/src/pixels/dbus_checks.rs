@@ -17,7 +17,7 @@ const CURSOR_AT: (i32, i32) = (200, 150);
 const CURSOR_HOT: (i32, i32) = (32, 32);
 
 /// The cursor scene's image: a yellow ring around the hot spot.
-pub fn cursor_ring(x: i32, y: i32) -> u32 {
+fn cursor_ring(x: i32, y: i32) -> u32 {
     let (dx, dy) = (x - 32, y - 32);
     if (400..900).contains(&(dx * dx + dy * dy)) { 0xffff_ff00 } else { 0 }
 }
@@ -61,6 +61,10 @@ fn watch_cursor_scene(session: &mut Session, listener: &Listener) -> Result<Curs
     })?;
     let during = session.screen()?;
     let left = listener.count();
+    // The scene hides the cursor with an UPDATE_CURSOR of resource 0:
+    // QEMU 7.2's virtio-gpu then defines the cursor again with its last
+    // image and hot spot (0,0) and sends MouseSet(0, 0, off)
+    // (target/pixels/dbus-cursor.log). Off is what hides it.
     session.leave_scene()?;
     let hidden = listener.wait_for(left, EVENT_TIMEOUT, "MouseSet off", |events| {
         events.iter().find_map(|e| match e {
