@@ -25,6 +25,9 @@ static SCREEN: IrqSpinLock<Option<Screen>> = IrqSpinLock::new(None);
 static FRAMEBUFFER: SpinLock<Option<Framebuffer>> = SpinLock::new(None);
 /// Text arrived since the last frame.
 static DIRTY: AtomicBool = AtomicBool::new(false);
+/// A display change not yet followed (it came while the framebuffer was
+/// lent out).
+static MODE_CHANGED: AtomicBool = AtomicBool::new(false);
 /// Frames the console presented.
 static FRAMES: AtomicU64 = AtomicU64::new(0);
 /// How often the console looks for new text.
@@ -79,10 +82,14 @@ fn screen_for(framebuffer: &Framebuffer) -> Screen {
 fn run() {
     loop {
         crate::sched::timer::sleep_us(PERIOD_US);
-        if let Some(device) = gpu::device()
-            && let Ok(Some(_)) = device.take_display_change()
-        {
-            follow_mode_change(device);
+        if let Some(device) = gpu::device() {
+            if let Ok(Some(_)) = device.take_display_change() {
+                MODE_CHANGED.store(true, Ordering::Release);
+            }
+            // While `demo` has the framebuffer the change waits for it.
+            if MODE_CHANGED.load(Ordering::Acquire) && follow_mode_change(device) {
+                MODE_CHANGED.store(false, Ordering::Release);
+            }
         }
         if DIRTY.swap(false, Ordering::AcqRel) && draw().is_err() {
             // Try again next period; the text is kept.
@@ -92,9 +99,10 @@ fn run() {
 }
 
 /// A new mode: a new framebuffer and a screen of the new size (the text
-/// starts afresh, with a line saying why).
-fn follow_mode_change(device: &'static gpu::GpuDevice) {
-    let Some(old) = FRAMEBUFFER.lock().take() else { return };
+/// starts afresh, with a line saying why). False, and nothing done, while
+/// the framebuffer is lent out ([`borrow_framebuffer`]).
+fn follow_mode_change(device: &'static gpu::GpuDevice) -> bool {
+    let Some(old) = FRAMEBUFFER.lock().take() else { return false };
     drop(old);
     match Framebuffer::new(device) {
         Ok(framebuffer) => {
@@ -108,6 +116,7 @@ fn follow_mode_change(device: &'static gpu::GpuDevice) {
         }
         Err(error) => log::warn!("console: no framebuffer at the new mode: {error:?}"),
     }
+    true
 }
 
 /// Renders the screen's damage and presents it.

@@ -1,7 +1,9 @@
 //! A QMP client on a unix socket QEMU listens on (`-qmp unix:PATH,
-//! server=on,wait=off`): capabilities, `screendump`, `send-key`.
+//! server=on,wait=off`): capabilities, `screendump`, `send-key`, and
+//! commands that take an fd along (`getfd`).
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::BorrowedFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -40,6 +42,18 @@ impl Monitor {
             .write_all(command.as_bytes())
             .and_then(|()| self.writer.write_all(b"\n"))
             .map_err(|e| format!("QMP write: {e}"))?;
+        self.answer()
+    }
+
+    /// Like [`Monitor::execute`], with `fd` passed along (QMP takes it from
+    /// the ancillary data of the command's bytes).
+    pub fn execute_with_fd(&mut self, command: &str, fd: BorrowedFd<'_>) -> Result<String, String> {
+        super::fd_passing::send_with_fd(&self.writer, format!("{command}\n").as_bytes(), fd)
+            .map_err(|e| format!("QMP {e}"))?;
+        self.answer()
+    }
+
+    fn answer(&mut self) -> Result<String, String> {
         loop {
             let mut line = String::new();
             match self.reader.read_line(&mut line) {

@@ -20,7 +20,7 @@ pub fn screenshot(ctx: &Ctx) -> Result<String, String> {
     Ok(format!("wrote {} ({}x{})", path.display(), image.width, image.height))
 }
 
-fn write_png(image: &Image, path: &Path) -> Result<(), String> {
+pub(super) fn write_png(image: &Image, path: &Path) -> Result<(), String> {
     let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut encoder =
         png::Encoder::new(std::io::BufWriter::new(file), image.width as u32, image.height as u32);
