@@ -12,9 +12,14 @@
 //!
 //! So each CPU, under TCG only, reads one byte from as many consecutive
 //! direct-map pages as the TLB has entries (filling every one) and reloads
-//! CR3, `ROUNDS` times: 256 -> 16 384 entries. Nothing flushes the whole TLB afterwards (unmapping uses
-//! `invlpg`, which does not resize), so the size stays. Measured on the
-//! gpu bench (one boot, before/after): full 1280x800 redraw 484 -> 434 us a
+//! CR3, `ROUNDS` times: 256 -> 16 384 entries. Unmapping uses `invlpg`,
+//! which does not resize, so the size mostly stays. Not always:
+//! QEMU also flushes whole on an `invlpg` inside the span it tracks for
+//! 2 MiB pages (the direct map and the kernel image are mapped with them),
+//! and smp::tlb flushes whole for long ranges; such a flush after a quiet
+//! 100 ms shrinks the TLB to what that window used (a likely cause of the
+//! spread between boots in the full-frame bench). Measured on the gpu
+//! bench (one boot, before/after): full 1280x800 redraw 484 -> 434 us a
 //! frame, the 64x64 catch-up copy 11.8 -> 7.0 us.
 
 use super::{PAGE_SIZE, VirtAddr};
@@ -42,6 +47,12 @@ pub(super) fn offer_range(start: VirtAddr, pages: u64) {
 /// Whether this CPU runs under QEMU's TCG (CPUID leaf 0x4000_0000 says
 /// "TCGTCGTCGTCG").
 pub fn is_tcg() -> bool {
+    // CPUID is a VM exit under a hardware hypervisor: ask once.
+    static IS_TCG: spin::Once<bool> = spin::Once::new();
+    *IS_TCG.call_once(ask_cpuid_for_tcg)
+}
+
+fn ask_cpuid_for_tcg() -> bool {
     let hypervisor = core::arch::x86_64::__cpuid(1).ecx & (1 << 31) != 0;
     if !hypervisor {
         return false;
