@@ -261,10 +261,14 @@ pub fn serve(dev: Arc<Device>, index: u16, hal: GHal, event_idx: bool, jitter: b
             if dev.stop.load(Ordering::SeqCst) {
                 return handled;
             }
+            // The kick count is read before the reset check: a reset asked
+            // for after the check then raises a kick this wait sees (read
+            // after, its kick was counted already and the wait slept through
+            // it while the driver waited for the acknowledgement).
+            let seen = qd.kick.get();
             if qd.reset_pending() {
                 qd.acknowledge_reset();
             }
-            let seen = qd.kick.get();
             if let Some(s) = *qd.setup.lock().unwrap() {
                 break s;
             }
