@@ -244,7 +244,12 @@ mod tests {
     }
 
     fn image(bytes: usize) -> File {
-        let path = std::env::temp_dir().join(format!("hostile-blk-test-{}", std::process::id()));
+        // Tests run in parallel threads of one process: a name per call, or
+        // one test removes the file another is about to open.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("hostile-blk-test-{}-{n}", std::process::id());
+        let path = std::env::temp_dir().join(name);
         let file = File::options().read(true).write(true).create(true).truncate(true).open(&path);
         let file = file.unwrap();
         std::fs::remove_file(&path).unwrap();
