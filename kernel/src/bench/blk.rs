@@ -3,7 +3,6 @@
 //! queue depth 1 and 32, 4 KiB random writes at depth 1, 1 MiB sequential
 //! reads at depth 1. Latency is submit-to-completion as the caller sees it.
 
-use crate::checks::pattern::Random;
 use crate::drivers::virtio::blk::{self, BlkCounters, BlkDevice, Operation, Pending, SECTOR_BYTES};
 use crate::mm::dma::DmaBuffer;
 use crate::platform::time;
@@ -13,10 +12,22 @@ use alloc::vec::Vec;
 /// Warm-up before each workload's timed `run_us`.
 const WARMUP_US: u64 = 100_000;
 
-/// A random `bytes`-aligned sector on the disk.
-fn random_sector(random: &mut Random, device: &BlkDevice, bytes: u64) -> u64 {
-    let slots = device.capacity_sectors() * SECTOR_BYTES / bytes;
-    random.below(slots) * (bytes / SECTOR_BYTES)
+/// xorshift64*: cheap, reproducible offsets.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A random `bytes`-aligned sector on the disk.
+    fn sector(&mut self, device: &BlkDevice, bytes: u64) -> u64 {
+        let slots = device.capacity_sectors() * SECTOR_BYTES / bytes;
+        (self.next() % slots) * (bytes / SECTOR_BYTES)
+    }
 }
 
 fn print(
@@ -76,7 +87,7 @@ fn run(
     let mut next_sequential = 0;
     let mut next_sector = |device: &BlkDevice| {
         if random {
-            random_sector(&mut offsets, device, bytes)
+            offsets.sector(device, bytes)
         } else {
             let sector = next_sequential;
             next_sequential = (next_sequential + bytes / SECTOR_BYTES)

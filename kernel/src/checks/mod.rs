@@ -14,7 +14,7 @@ mod devices;
 mod faults;
 mod four_k;
 mod host_image;
-pub mod pattern;
+mod pattern;
 
 use crate::arch::qemu_exit::{ExitCode, exit_qemu};
 use crate::cmdline::BlkCheck;
