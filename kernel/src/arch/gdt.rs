@@ -47,6 +47,17 @@ impl IstStacks {
         Self(UnsafeCell::new([[0; IST_STACK_BYTES]; ist::COUNT]))
     }
 
+    /// Zeroed stacks on the heap, built in place. `Box::new(Self::new())`
+    /// may build the value on the caller's stack first: 80 KiB on a 64 KiB
+    /// boot stack, whose overflow runs into the boot page tables just
+    /// below it (it did, once inlining moved it into `smp::start_aps`).
+    pub fn new_boxed() -> alloc::boxed::Box<Self> {
+        let zeroed = alloc::boxed::Box::<Self>::new_zeroed();
+        // SAFETY: all-zero bytes are a valid `IstStacks` (an array of bytes
+        // in an `UnsafeCell`), exactly what `new` builds.
+        unsafe { zeroed.assume_init() }
+    }
+
     fn top(&self, slot: u8) -> VirtAddr {
         let base = self.0.get().cast::<u8>() as u64;
         VirtAddr::new(base + u64::from(slot) * IST_STACK_BYTES as u64)

@@ -99,7 +99,7 @@ pub fn start_all(apic_ids: &[u32], entry: ApEntry) -> usize {
 }
 
 fn start_one(cpu_id: u32, apic_id: u32, cr3: PhysAddr, entry: ApEntry) -> Result<(), ApError> {
-    let stacks: &'static IstStacks = Box::leak(Box::new(IstStacks::new()));
+    let stacks: &'static IstStacks = Box::leak(IstStacks::new_boxed());
     let tables: &'static CpuTables = Box::leak(Box::new(CpuTables::new(stacks)));
     let boot_stack = frame::alloc_contiguous((AP_STACK_BYTES as u64) / PAGE_SIZE, 1)
         .map_err(|_| ApError::OutOfMemory)?;
@@ -175,7 +175,7 @@ extern "C" fn ap_entry(start: &'static ApStart) -> ! {
         log::error!("smp: CPU {}: local APIC unusable: {error:?}", start.cpu_id);
     }
     // See mm::soft_tlb: each CPU has its own software TLB under TCG.
-    crate::mm::soft_tlb::grow_on_this_cpu();
+    crate::mm::soft_tlb::grow_on_this_cpu(start.cpu_id as usize);
     (start.entry.prepare)(start.cpu_id);
     super::mark_online();
     log::debug!("smp: CPU {} (APIC id {}) online", start.cpu_id, start.apic_id);
