@@ -31,6 +31,7 @@ mod qemu;
 mod qmp;
 mod selftest;
 mod serial;
+mod stack_frames;
 mod terminal;
 mod test_cmd;
 

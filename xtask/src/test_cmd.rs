@@ -139,6 +139,7 @@ fn kernel_phase(ctx: &Ctx, args: &TestArgs, t: &mut Tally) {
         t.failed.push(format!("kernel: {e}"));
         return;
     }
+    record_selftest(t, "kernel_stack_frames_fit", crate::stack_frames::check(&ctx.kernel_path()));
     if !args.matrix.is_empty() {
         matrix_phase(ctx, &args.matrix, t);
         return;
