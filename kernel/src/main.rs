@@ -74,7 +74,7 @@ extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
     report_cmdline_problems(info, &options);
 
     mm::init(info);
-    if mm::soft_tlb::grow_on_this_cpu() > 0 {
+    if mm::soft_tlb::grow_on_this_cpu(0) > 0 {
         log::info!("mm: TCG detected: software TLB grown to 16384 entries on each CPU");
     }
     let frames = mm::frame::stats();

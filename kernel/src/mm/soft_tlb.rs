@@ -23,14 +23,19 @@
 //! frame, the 64x64 catch-up copy 11.8 -> 7.0 us.
 
 use super::{PAGE_SIZE, VirtAddr};
-use core::sync::atomic::{AtomicU64, Ordering};
+use crate::arch::percpu::MAX_CPUS;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use x86_64::registers::control::Cr3;
 
 /// Doublings: 256 << 6 = 16 384 entries (a 1920x1080 frame's three
 /// slots are ~6 100 pages).
-const ROUNDS: u32 = 6;
+pub const ROUNDS: u32 = 6;
 /// Pages touched in the last round.
 const PAGES_NEEDED: u64 = 256 << (ROUNDS - 1);
+
+/// Doublings done on each CPU (by CPU id), for the test that every CPU
+/// grew its own.
+static GROWN: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 
 /// The direct-mapped RAM range read from (start, pages); set once by
 /// paging's `init`.
@@ -66,9 +71,20 @@ fn ask_cpuid_for_tcg() -> bool {
     &signature == b"TCGTCGTCGTCG"
 }
 
-/// Grows this CPU's software TLB (TCG only); returns the doublings asked
-/// for (0 when not under TCG or without a large enough RAM range).
-pub fn grow_on_this_cpu() -> u32 {
+/// Doublings CPU `cpu` did at its start (0: none, or not yet).
+pub fn grown_rounds(cpu: usize) -> u32 {
+    GROWN.get(cpu).map_or(0, |rounds| rounds.load(Ordering::Acquire))
+}
+
+/// Whether a RAM range large enough to grow the TLB was offered.
+pub fn has_range() -> bool {
+    RANGE.1.load(Ordering::Relaxed) >= PAGES_NEEDED
+}
+
+/// Grows the software TLB of this CPU, `cpu` (TCG only); returns the
+/// doublings asked for (0 when not under TCG or without a large enough
+/// RAM range).
+pub fn grow_on_this_cpu(cpu: usize) -> u32 {
     let (start, pages) = (RANGE.0.load(Ordering::Relaxed), RANGE.1.load(Ordering::Relaxed));
     if !is_tcg() || pages < PAGES_NEEDED {
         return 0;
@@ -84,6 +100,9 @@ pub fn grow_on_this_cpu() -> u32 {
         let (root, flags) = Cr3::read();
         // SAFETY: the same root and flags: only the TLB is flushed.
         unsafe { Cr3::write(root, flags) };
+    }
+    if let Some(grown) = GROWN.get(cpu) {
+        grown.store(ROUNDS, Ordering::Release);
     }
     ROUNDS
 }

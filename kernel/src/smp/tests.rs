@@ -177,3 +177,19 @@ ktest!(
         Ok(())
     }
 );
+
+ktest!(
+    fn every_cpu_grew_its_own_software_tlb_under_tcg() {
+        use crate::mm::soft_tlb;
+        if !soft_tlb::is_tcg() {
+            return crate::ktest::skip("not under QEMU's TCG: no software TLB to grow");
+        }
+        if !soft_tlb::has_range() {
+            return crate::ktest::skip("no RAM range large enough to grow the TLB");
+        }
+        for cpu in 0..online_cpus() {
+            check_eq!(soft_tlb::grown_rounds(cpu), soft_tlb::ROUNDS);
+        }
+        Ok(())
+    }
+);
