@@ -75,7 +75,10 @@ extern "C" fn kernel_entry(start_info_phys: u64, boot_tsc: u64) -> ! {
 
     mm::init(info);
     if mm::soft_tlb::grow_on_this_cpu(0) > 0 {
-        log::info!("mm: TCG detected: software TLB grown to 16384 entries on each CPU");
+        log::info!(
+            "mm: TCG detected: software TLB grown to {} entries on each CPU",
+            mm::soft_tlb::ENTRIES
+        );
     }
     let frames = mm::frame::stats();
     log::info!("memory: {} MiB usable, {} MiB free", frames.usable >> 8, frames.free >> 8);

@@ -27,11 +27,15 @@ use crate::arch::percpu::MAX_CPUS;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use x86_64::registers::control::Cr3;
 
-/// Doublings: 256 << 6 = 16 384 entries (a 1920x1080 frame's three
-/// slots are ~6 100 pages).
+/// Entries QEMU's software TLB starts with.
+const FIRST_ENTRIES: u64 = 256;
+/// Doublings: 256 << 6 = 16 384 entries (a 1920x1080 frame is ~2 000
+/// pages, a framebuffer's five slots ~10 100).
 pub const ROUNDS: u32 = 6;
+/// Entries after growing.
+pub const ENTRIES: u64 = FIRST_ENTRIES << ROUNDS;
 /// Pages touched in the last round.
-const PAGES_NEEDED: u64 = 256 << (ROUNDS - 1);
+const PAGES_NEEDED: u64 = FIRST_ENTRIES << (ROUNDS - 1);
 
 /// Doublings done on each CPU (by CPU id), for the test that every CPU
 /// grew its own.
@@ -85,12 +89,12 @@ pub fn has_range() -> bool {
 /// doublings asked for (0 when not under TCG or without a large enough
 /// RAM range).
 pub fn grow_on_this_cpu(cpu: usize) -> u32 {
-    let (start, pages) = (RANGE.0.load(Ordering::Relaxed), RANGE.1.load(Ordering::Relaxed));
-    if !is_tcg() || pages < PAGES_NEEDED {
+    if !is_tcg() || !has_range() {
         return 0;
     }
+    let start = RANGE.0.load(Ordering::Relaxed);
     for round in 0..ROUNDS {
-        let touched = 256u64 << round;
+        let touched = FIRST_ENTRIES << round;
         for page in 0..touched {
             let address = (start + page * PAGE_SIZE) as *const u8;
             // SAFETY: the page lies inside a direct-mapped RAM range that
