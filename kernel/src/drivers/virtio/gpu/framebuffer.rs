@@ -3,9 +3,10 @@
 //! Design: one host resource, always on the scanout (SET_SCANOUT once), and
 //! one guest backing holding its slots one below the other. A frame is
 //! drawn into its slot while up to [`FRAMES_IN_FLIGHT`] (or the depth the
-//! caller chose) earlier frames are still with the device; `present` queues TRANSFER_TO_HOST_2D of just the
-//! damage from the slot (its byte offset selects the slot, §5.7.6.8) and a
-//! fenced RESOURCE_FLUSH, as one batch with one notification.
+//! caller chose) earlier frames are still with the device; `present`
+//! queues TRANSFER_TO_HOST_2D of just the damage from the slot (its byte
+//! offset selects the slot, §5.7.6.8) and a fenced RESOURCE_FLUSH, as one
+//! batch with one notification.
 //!
 //! Why this shape: the device runs commands in order and each command
 //! runs whole before the display reads the resource again (QEMU processes
@@ -259,7 +260,7 @@ impl Framebuffer {
         }
         if !self.is_prepared {
             self.free_back_slot()?;
-            if self.frame > 0 && !redrawn.contains(full) {
+            if self.frame > 0 {
                 // The frames since this slot's last use (up to slots - 1)
                 // changed their damage in the other slots; the newest slot
                 // holds all of it.
