@@ -323,8 +323,25 @@ ktest!(
             let made = Framebuffer::with_depth(device, scanout, bad);
             check_eq!(made.err(), Some(GpuDeviceError::BadDepth));
         }
+        let full = device.display();
+        let frame_pages = u64::from(full.width) * u64::from(full.height) * 4 / 4096;
         for depth in [2, MAX_FRAMES_IN_FLIGHT] {
+            let free = crate::mm::frame::stats().free;
             let mut fb = check_ok!(Framebuffer::with_depth(device, scanout, depth));
+            // The backing holds the frames in flight and the one drawn.
+            let taken = free - crate::mm::frame::stats().free;
+            check!(
+                taken >= (depth as u64 + 1) * frame_pages,
+                "depth {} took {} pages",
+                depth,
+                taken
+            );
+            check!(
+                taken < (depth as u64 + 2) * frame_pages,
+                "depth {} took {} pages",
+                depth,
+                taken
+            );
             let width = fb.full().width;
             for frame in 0..3 * depth as u32 {
                 let square = rect(frame % 64, 0, 16, 16);
