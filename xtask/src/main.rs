@@ -29,6 +29,7 @@ mod process;
 mod progress;
 mod qemu;
 mod qmp;
+mod qmp_control;
 mod selftest;
 mod serial;
 mod stack_frames;

@@ -15,7 +15,6 @@ mod checks;
 mod four_k;
 mod pattern;
 mod qcow2;
-mod qmp_control;
 mod shell_check;
 
 use std::fs::{self, File};
@@ -29,7 +28,7 @@ use crate::cmds::Ctx;
 use crate::hostile::judge::Step;
 use crate::hostile::session::Shell;
 use crate::qemu::{DeviceSet, Qemu, Serial};
-pub use qmp_control::QmpControl;
+pub use crate::qmp_control::QmpControl;
 
 /// One check: its name and what runs it.
 pub struct BlkCheck {

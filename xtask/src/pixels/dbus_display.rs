@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use super::dbus_wire::{self, FIXED_HEADER, METHOD_CALL, Message, NO_REPLY_EXPECTED, Writer};
 use super::fd_passing::send_with_fd;
-use super::qmp_client::Monitor;
+use crate::qmp_control::QmpControl;
 
 const CONSOLE_PATH: &str = "/org/qemu/Display1/Console_0";
 const CONSOLE: &str = "org.qemu.Display1.Console";
@@ -150,7 +150,7 @@ pub struct Display {
 
 impl Display {
     /// Hands QEMU a fresh socket through `monitor` and connects on it.
-    pub fn connect(monitor: &mut Monitor) -> Result<Self, String> {
+    pub fn connect(monitor: &mut QmpControl) -> Result<Self, String> {
         let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
         monitor.execute_with_fd(
             r#"{"execute":"getfd","arguments":{"fdname":"dbus-display"}}"#,

@@ -12,7 +12,6 @@ mod dbus_display;
 mod dbus_wire;
 mod fd_passing;
 mod ppm;
-mod qmp_client;
 mod screenshot;
 
 use std::path::{Path, PathBuf};
@@ -22,9 +21,10 @@ use crate::cmds::Ctx;
 use crate::hostile::judge::Step;
 use crate::hostile::session::{PROMPT, Shell};
 use crate::qemu::Serial;
+use crate::qmp_control::QmpControl;
 use dbus_display::Display;
+pub use fd_passing::send_with_fd;
 use ppm::Image;
-use qmp_client::Monitor;
 
 pub use screenshot::screenshot;
 
@@ -49,7 +49,7 @@ const DAMAGE_COLOR: u32 = 0x00ff_8000;
 /// A booted shell with its monitor and QEMU's D-Bus display.
 pub struct Session {
     shell: Shell,
-    monitor: Monitor,
+    monitor: QmpControl,
     display: Display,
     dir: PathBuf,
     shots: u32,
@@ -68,7 +68,7 @@ impl Session {
         let extra = ["-qmp", &qmp, "-display", "dbus,p2p=yes"];
         let cmd = ctx.qemu_cmd(&q, "", Serial::Stdio, &extra);
         let mut shell = Shell::spawn(cmd)?;
-        let mut monitor = Monitor::connect(&socket, Duration::from_secs(20))?;
+        let mut monitor = QmpControl::connect(&socket, Duration::from_secs(20))?;
         let display = Display::connect(&mut monitor)?;
         expect(shell.wait_for(0, PROMPT, BOOT_TIMEOUT), "the shell prompt")?;
         // The console draws every 8 ms: give it time to show the prompt.

@@ -1,9 +1,12 @@
 //! A QMP client that sends commands (qmp.rs only listens for QEMU's
 //! `SHUTDOWN` event): QEMU serves `-qmp unix:<path>,server=on,wait=off`
 //! and the runner connects once the socket exists. Commands go one at a
-//! time; events that arrive in between are skipped.
+//! time; events that arrive in between are skipped. The blk checks resize
+//! and throttle drives with it; the pixel checks take screendumps, type
+//! keys and hand QEMU a socket for its D-Bus display (`getfd`).
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::BorrowedFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::thread;
@@ -60,6 +63,19 @@ impl QmpControl {
         self.writer
             .write_all(format!("{command}\n").as_bytes())
             .map_err(|e| format!("QMP write: {e}"))?;
+        self.answer(command)
+    }
+
+    /// Like [`QmpControl::execute`], with `fd` passed along (QMP takes it
+    /// from the ancillary data of the command's bytes).
+    pub fn execute_with_fd(&mut self, command: &str, fd: BorrowedFd<'_>) -> Result<String, String> {
+        crate::pixels::send_with_fd(&self.writer, format!("{command}\n").as_bytes(), fd)
+            .map_err(|e| format!("QMP {e}"))?;
+        self.answer(command)
+    }
+
+    /// QEMU's answer to `command`, events skipped.
+    fn answer(&mut self, command: &str) -> Result<String, String> {
         loop {
             let line = self.line()?;
             if line.contains("\"return\"") {
@@ -69,6 +85,24 @@ impl QmpControl {
                 return Err(format!("QEMU refused {command}: {}", line.trim()));
             }
         }
+    }
+
+    /// Writes the guest's screen to `path` (PPM).
+    pub fn screendump(&mut self, path: &Path) -> Result<(), String> {
+        let path = path.display().to_string().replace('\\', "\\\\").replace('"', "\\\"");
+        self.execute(&format!(r#"{{"execute":"screendump","arguments":{{"filename":"{path}"}}}}"#))
+            .map(drop)
+    }
+
+    /// Presses and releases each key (QEMU `QKeyCode` names) in turn.
+    pub fn type_keys(&mut self, keys: &[&str]) -> Result<(), String> {
+        for key in keys {
+            self.execute(&format!(
+                r#"{{"execute":"send-key","arguments":{{"keys":[{{"type":"qcode","data":"{key}"}}]}}}}"#
+            ))?;
+            thread::sleep(Duration::from_millis(30));
+        }
+        Ok(())
     }
 }
 
